@@ -1,0 +1,64 @@
+"""The single command line: `aniportraitgan <command> ...`.
+
+Each command lives in `aniportraitgan.commands.<name>` and exposes `register(subparsers)`,
+which adds its parser and sets `func(args) -> int`. Modules are imported lazily so that
+`aniportraitgan --help` stays fast and a command's heavy imports cost only its own users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from aniportraitgan.errors import AssetError, InputError, UserError
+
+# Command modules, in the order --help shows them.
+COMMANDS: list[str] = [
+    "assets",
+    "data",
+    "facerecon",
+    "train",
+    "generate",
+    "animate",
+    "evaluate",
+    "bench",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aniportraitgan",
+        description="Animatable 3D-aware portrait GAN: assets, data, training, animation, metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"aniportraitgan.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"aniportraitgan.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, AssetError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
