@@ -350,6 +350,8 @@ def test_cameras_and_face_bad_inputs():
         face_cameras(torch.zeros(2, 4), eye, 0.0, 0.0)
     with pytest.raises(InputError, match="head_rotation"):
         face_cameras(torch.zeros(2, 3), torch.ones(2, 3, 3), 0.0, 0.0)
+    with pytest.raises(InputError, match="yaw"):
+        face_cameras(torch.zeros(2, 3), eye, torch.zeros(3), 0.0)
     with pytest.raises(InputError, match="head_rotation"):
         face_angles_from_main(cams, torch.zeros(2, 3), eye[:1])
     with pytest.raises(InputError, match="head_center"):

@@ -368,7 +368,9 @@ def face_cameras(
     _check_rotations(head_rotation, "head_rotation", B)
     yaw_t = _scalar_batch(yaw, "yaw", head_center.dtype, head_center.device)
     pitch_t = _scalar_batch(pitch, "pitch", head_center.dtype, head_center.device)
-    _broadcast_batch({"head_center": head_center, "yaw": yaw_t, "pitch": pitch_t})
+    for name, t in (("yaw", yaw_t), ("pitch", pitch_t)):
+        if t.shape[0] not in (1, B):
+            raise InputError(f"{name} must have shape [{B}] (or be a scalar) to match head_center, got {tuple(t.shape)}")
     zero = torch.zeros(1, 3, dtype=head_center.dtype, device=head_center.device)
     local = look_at_cameras(yaw_t.expand(B), pitch_t.expand(B), radius, fov_deg, zero)
     # A look-at camera in the head frame, carried into the scene by the head's rigid motion.
