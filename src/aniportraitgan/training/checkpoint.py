@@ -1,0 +1,290 @@
+"""Atomic training checkpoints and the exported generator.
+
+A checkpoint is a folder `RUN/checkpoints/s<stage>-<step:08d>/` holding
+- `weights.safetensors`: every network (prefixes `G.`, `G_ema.`, `D1.whole.`, `D2.face.`, ...);
+- `state.pt`: optimiser states, step, stage, RNG states (loaded with `weights_only=True`);
+- `meta.json`: format version, stage, step, the training config, its model signature and the
+  SHA-256 of the two files above.
+The folder is written under a temporary name and renamed into place, so a kill at any moment
+leaves either the complete checkpoint or none. The newest checkpoint is "last"; older ones are
+deleted unless they are periodic (step a multiple of `keep_every`) or marked `keep` (the end of
+stage 1, which stage 2 starts from).
+
+`export_generator` writes the EMA generator alone (`generator.safetensors`, config in the
+metadata) for `generate`/`animate`; `load_generator` reads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load_bytes
+from safetensors.torch import save as st_save_bytes
+
+from aniportraitgan.errors import AssetError
+
+FORMAT_VERSION = 1
+_DIR_RE = re.compile(r"^s([12])-(\d{8})$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    stage: int
+    step: int
+    meta: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tensor_dict(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage: clone every tensor into its own contiguous CPU buffer.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: str | Path, keep_every: int = 0):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep_every = int(keep_every)
+
+    # ------------------------------------------------------------------ listing
+    def list(self) -> list[tuple[int, int, Path]]:
+        """Complete checkpoints as (stage, step, path), oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for p in self.dir.iterdir():
+            m = _DIR_RE.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), int(m.group(2)), p))
+        return sorted(found)
+
+    def latest(self, stage: int | None = None) -> Path | None:
+        items = [c for c in self.list() if stage is None or c[0] == stage]
+        return items[-1][2] if items else None
+
+    # ------------------------------------------------------------------- saving
+    def save(
+        self,
+        stage: int,
+        step: int,
+        weights: dict[str, torch.Tensor],
+        state: dict[str, Any],
+        config: dict[str, Any],
+        signature: str,
+        keep: bool = False,
+    ) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"s{stage}-{step:08d}"
+        final = self.dir / name
+        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        w_bytes = st_save_bytes(_tensor_dict(weights), metadata={"format": str(FORMAT_VERSION)})
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        s_bytes = buf.getvalue()
+        meta = {
+            "format": FORMAT_VERSION,
+            "stage": stage,
+            "step": step,
+            "signature": signature,
+            "keep": bool(keep or (self.keep_every > 0 and step % self.keep_every == 0)),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": {"weights.safetensors": _sha256(w_bytes), "state.pt": _sha256(s_bytes)},
+            "config": config,
+        }
+        _write_bytes(tmp / "weights.safetensors", w_bytes)
+        _write_bytes(tmp / "state.pt", s_bytes)
+        _write_bytes(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace
+            old = self.dir / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        self._prune(final)
+        return final
+
+    def _prune(self, newest: Path) -> None:
+        """Keep the newest checkpoint, periodic ones and those marked keep."""
+        for _, _, path in self.list():
+            if path == newest:
+                continue
+            try:
+                meta = json.loads((path / "meta.json").read_text())
+                if meta.get("keep"):
+                    continue
+            except (OSError, json.JSONDecodeError):
+                pass  # unreadable: not worth keeping
+            shutil.rmtree(path, ignore_errors=True)
+        for p in self.dir.glob(".tmp-*"):  # leftovers of killed writes
+            if not p.name.endswith(f"-{os.getpid()}"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------- loading
+def load_checkpoint(path: str | Path, signature: str | None = None, map_location: str = "cpu") -> Checkpoint:
+    """Read and verify a checkpoint folder. Raises AssetError naming the problem for a missing or
+    corrupted file, a checksum mismatch, or (when `signature` is given) a checkpoint written by
+    a run of another configuration."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AssetError(f"checkpoint {path} does not exist or is not a folder")
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        stage, step = int(meta["stage"]), int(meta["step"])
+        files = meta["files"]
+    except FileNotFoundError:
+        raise AssetError(f"checkpoint {path} is incomplete: meta.json is missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AssetError(f"checkpoint {path} is corrupted: meta.json unreadable ({exc})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise AssetError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+    if signature is not None and meta.get("signature") != signature:
+        their = meta.get("config", {})
+        raise AssetError(
+            f"checkpoint {path} belongs to another configuration (config {their.get('name')!r}, "
+            f"generator {their.get('generator_preset')!r}, ablation {their.get('ablation')}; "
+            f"signature {meta.get('signature')} != {signature}): use a new --out folder or the "
+            f"same --config and ablation flags as the run that wrote it"
+        )
+    blobs = {}
+    for fname in ("weights.safetensors", "state.pt"):
+        fpath = path / fname
+        try:
+            data = fpath.read_bytes()
+        except OSError as exc:
+            raise AssetError(f"checkpoint file {fpath} is missing or unreadable ({exc})") from None
+        if _sha256(data) != files.get(fname):
+            raise AssetError(f"checkpoint file {fpath} is corrupted (SHA-256 does not match meta.json)")
+        blobs[fname] = data
+    try:
+        weights = st_load_bytes(blobs["weights.safetensors"])
+    except (SafetensorError, Exception) as exc:  # noqa: BLE001 - any parse failure is corruption
+        raise AssetError(f"checkpoint file {path / 'weights.safetensors'} is corrupted ({exc})") from None
+    try:
+        state = torch.load(io.BytesIO(blobs["state.pt"]), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise AssetError(f"checkpoint file {path / 'state.pt'} is corrupted ({exc})") from None
+    return Checkpoint(path=path, stage=stage, step=step, meta=meta, weights=weights, state=state)
+
+
+def subdict(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under `prefix.` with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """load_state_dict (strict) that reports a shape or key mismatch as an AssetError."""
+    if not state:
+        raise AssetError(f"checkpoint {source} holds no weights for {what}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise AssetError(f"checkpoint {source} does not fit {what}: {' '.join(first)}") from None
+
+
+# ------------------------------------------------------------------ generator export
+def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor], generator_config: dict[str, Any],
+                     train_config: dict[str, Any] | None = None, step: int | None = None, stage: int | None = None) -> Path:
+    """Write the EMA generator's weights with its configuration in the safetensors metadata
+    (atomically: temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": str(FORMAT_VERSION),
+        "kind": "aniportraitgan-generator",
+        "generator_config": json.dumps(generator_config, sort_keys=True),
+    }
+    if train_config is not None:
+        metadata["train_config"] = json.dumps(train_config, sort_keys=True)
+    if step is not None:
+        metadata["step"] = str(step)
+    if stage is not None:
+        metadata["stage"] = str(stage)
+    data = st_save_bytes(_tensor_dict(generator_state), metadata=metadata)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_bytes(tmp, data)
+    os.replace(tmp, path)
+    return path
+
+
+def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(weights, metadata) of an exported generator; AssetError if missing or corrupted."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"generator file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+            weights = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001
+        raise AssetError(f"generator file {path} is corrupted or not a safetensors file ({exc})") from None
+    if metadata.get("kind") != "aniportraitgan-generator" or "generator_config" not in metadata:
+        raise AssetError(f"{path} is not an exported aniportraitgan generator (metadata lacks generator_config)")
+    return weights, metadata
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu", body_model=None):
+    """Rebuild the exported (EMA) generator: `Generator(GeneratorConfig(**config), body_model)`
+    with the saved weights, in eval mode."""
+    from aniportraitgan.generator import Generator
+
+    from aniportraitgan.training.config import generator_config_from_dict, load_body_model
+
+    weights, metadata = read_generator_file(path)
+    try:
+        cfg_dict = json.loads(metadata["generator_config"])
+    except json.JSONDecodeError as exc:
+        raise AssetError(f"generator file {path} has a corrupted config ({exc})") from None
+    cfg = generator_config_from_dict(cfg_dict)
+    body = body_model if body_model is not None else load_body_model(device)
+    gen = Generator(cfg, body)
+    load_module_state(gen, weights, "the generator", Path(path))
+    return gen.to(device).eval()

@@ -1,0 +1,184 @@
+"""Training building blocks: discriminator shapes, R1 against finite differences, crops,
+config round trip, EMA, atomic checkpoints and their error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.training.checkpoint import CheckpointManager, load_checkpoint
+from aniportraitgan.training.config import TrainConfig
+from aniportraitgan.training.discriminator import Discriminator, MinibatchStd, build_discriminators
+from aniportraitgan.training.ema import EMA, ema_beta
+from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty, torso_crop, weighted_aux_losses
+
+
+@pytest.mark.parametrize("res", [32, 64, 128])
+def test_discriminator_shapes(res):
+    cfg = TrainConfig.preset("tiny").disc
+    ds = build_discriminators(res, res // 2, cfg)
+    x = torch.randn(4, 3, res, res)
+    assert ds["whole"](x).shape == (4,)
+    assert ds["face"](torch.randn(4, 3, res // 2, res // 2)).shape == (4,)
+    torso = torso_crop(x)
+    assert torso.shape == (4, 3, res // 4, res)
+    assert ds["torso"](torso).shape == (4,)
+    # Blocks halve the side down to 4: log2(res) - 2 of them.
+    assert len(ds["whole"].blocks) == res.bit_length() - 3
+    with pytest.raises(InputError, match="expects images"):
+        ds["whole"](torch.randn(4, 3, res // 2, res // 2))
+
+
+def test_discriminator_bad_resolution():
+    with pytest.raises(InputError, match="power of two"):
+        Discriminator(48)
+
+
+def test_minibatch_std_reacts_to_diversity():
+    layer = MinibatchStd(group=2)
+    same = torch.ones(4, 8, 4, 4)
+    out = layer(same)
+    assert out.shape == (4, 9, 4, 4)
+    assert out[:, -1].abs().max() < 1e-3  # identical samples: no spread
+    diverse = layer(torch.randn(4, 8, 4, 4))
+    assert diverse[:, -1].mean() > 0.3
+
+
+def test_r1_matches_finite_differences():
+    torch.manual_seed(0)
+    d = Discriminator(8, channel_base=32, channel_max=4, mbstd_group=2).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    gamma = 0.7
+    got = r1_penalty(d, x, gamma)
+    # Central differences of sum(D(x)) for every input element.
+    h = 1e-6
+    flat = x.flatten()
+    grad = torch.empty_like(flat)
+    with torch.no_grad():
+        for i in range(flat.numel()):
+            e = torch.zeros_like(flat)
+            e[i] = h
+            grad[i] = (d((flat + e).view_as(x)).sum() - d((flat - e).view_as(x)).sum()) / (2 * h)
+    ref = 0.5 * gamma * grad.view(2, -1).square().sum(1).mean()
+    assert torch.allclose(got.double(), ref, rtol=1e-5), (got.item(), ref.item())
+    # It is differentiable w.r.t. the discriminator's parameters (double backward).
+    got.backward()
+    assert d.from_rgb.weight.grad is not None and d.from_rgb.weight.grad.abs().sum() > 0
+
+
+def test_gan_losses_values():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    sp = torch.nn.functional.softplus
+    assert torch.isclose(d_loss(real, fake), sp(fake).mean() + sp(-real).mean())
+    assert torch.isclose(g_loss(fake), sp(-fake).mean())
+
+
+def test_torso_crop_is_lower_quarter():
+    x = torch.arange(16.0).view(1, 1, 16, 1).expand(1, 3, 16, 8)
+    t = torso_crop(x)
+    assert t.shape == (1, 3, 4, 8)
+    assert t[0, 0, :, 0].tolist() == [12.0, 13.0, 14.0, 15.0]
+    with pytest.raises(InputError):
+        torso_crop(torch.zeros(1, 3, 10, 8))
+
+
+def test_weighted_aux_losses_picks_known_names():
+    cfg = TrainConfig.preset("tiny").loss
+    aux = {"imitation": torch.tensor(2.0), "loss_exp_smooth": torch.tensor([1.0, 3.0]), "other": torch.tensor(5.0)}
+    out = weighted_aux_losses(aux, cfg)
+    assert set(out) == {"imitation", "exp_smooth"}
+    assert out["imitation"].item() == pytest.approx(2.0 * cfg.imitation)
+    assert out["exp_smooth"].item() == pytest.approx(2.0 * cfg.exp_smooth)
+
+
+def test_config_round_trip_and_signature():
+    cfg = TrainConfig.preset("tiny")
+    again = TrainConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert again.model_signature() == cfg.model_signature()
+    other = TrainConfig.preset("tiny")
+    other.ablation.no_torso_disc = True
+    assert other.model_signature() != cfg.model_signature()
+    sched = TrainConfig.preset("tiny")
+    sched.checkpoint_every = 7  # schedules do not change the signature
+    assert sched.model_signature() == cfg.model_signature()
+    paper = TrainConfig.preset("paper")
+    assert (paper.loss.whole, paper.loss.face, paper.loss.torso) == (0.1, 1.0, 0.5)
+    assert (paper.stage1.portrait_resolution, paper.stage1.face_resolution) == (128, 128)
+    assert (paper.stage2.portrait_resolution, paper.stage2.face_resolution) == (512, 256)
+    with pytest.raises(UserError, match="unknown training config"):
+        TrainConfig.preset("huge")
+    with pytest.raises(InputError, match="unknown field"):
+        TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_ema_tracks_and_ramps():
+    live = torch.nn.Linear(3, 2)
+    ema = EMA(live)
+    with torch.no_grad():
+        live.weight.add_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(live, beta=0.75)
+    assert torch.allclose(ema.module.weight, before + 0.25)
+    assert ema_beta(4, 0, 10.0, 0.05) == 0.0  # ramp-up: nothing seen yet -> copy
+    assert 0.0 < ema_beta(4, 10_000, 10.0, None) < 1.0
+
+
+def _save_one(tmp_path, step=3, keep_every=0):
+    mgr = CheckpointManager(tmp_path, keep_every=keep_every)
+    cfg = TrainConfig.preset("tiny")
+    weights = {"G.w": torch.randn(3, 4), "D1.whole.b": torch.zeros(2)}
+    state = {"step": step, "rng": torch.get_rng_state(), "py": (3, (1, 2, 3), None)}
+    path = mgr.save(1, step, weights, state, cfg.to_dict(), cfg.model_signature())
+    return mgr, cfg, weights, path
+
+
+def test_checkpoint_round_trip_and_pruning(tmp_path):
+    mgr, cfg, weights, path = _save_one(tmp_path, step=3, keep_every=4)
+    ck = load_checkpoint(path, cfg.model_signature())
+    assert ck.step == 3 and ck.stage == 1
+    assert torch.equal(ck.weights["G.w"], weights["G.w"])
+    assert ck.state["py"] == (3, (1, 2, 3), None)
+    for step in (4, 5, 6):
+        mgr.save(1, step, weights, {"step": step}, cfg.to_dict(), cfg.model_signature())
+    # Last (6) and the periodic one (4) remain; 3 and 5 are pruned.
+    assert [s for _, s, _ in mgr.list()] == [4, 6]
+    assert mgr.latest().name == "s1-00000006"
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_checkpoint_corruption_is_reported(tmp_path):
+    _, cfg, _, path = _save_one(tmp_path)
+    w = path / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(AssetError, match="weights.safetensors is corrupted"):
+        load_checkpoint(path, cfg.model_signature())
+    (path / "meta.json").write_text("{not json")
+    with pytest.raises(AssetError, match="meta.json unreadable"):
+        load_checkpoint(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(AssetError, match="incomplete"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_truncated_state(tmp_path):
+    _, cfg, _, path = _save_one(tmp_path)
+    s = path / "state.pt"
+    s.write_bytes(s.read_bytes()[:20])
+    with pytest.raises(AssetError, match="state.pt is corrupted"):
+        load_checkpoint(path, cfg.model_signature())
+
+
+def test_checkpoint_of_another_config(tmp_path):
+    _, cfg, _, path = _save_one(tmp_path)
+    other = TrainConfig.preset("tiny")
+    other.ablation.no_face_disc = True
+    with pytest.raises(AssetError, match="another configuration"):
+        load_checkpoint(path, other.model_signature())
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["config"]["name"] == "tiny"
