@@ -1,0 +1,184 @@
+"""Deformation from the target (posed) space to the canonical space.
+
+Pose (Dp, paper 3.3.1): each target-space sample takes the skinning weights of its nearest posed
+body vertex (restricted to ``body.nn_valid``), blends the bone transforms with them and inverts
+the blend (inverse LBS, eq. 4). The 4x4 transforms of all samples of a view form a volume
+[B, 16, D, H, W] (D samples per ray, H x W rays) that two Conv3d layers process (eq. 5). The
+nearest-vertex lookup runs at half ray resolution and the processed volume is upsampled x2 by
+sampling it at the full-resolution pixel centres.
+
+Expression (De, 3.3.2): a 3-layer FiLM-SIREN conditioned on (z_id, z_exp) through a mapping
+network predicts a displacement; its last layer is zero so it starts as the identity.
+
+All positions here are scene metres; De normalises its input to canonical units internally.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aniportraitgan.frames import SCENE_SCALE
+from aniportraitgan.generator.layers import FiLMSiren, MappingNetwork
+
+
+# ----------------------------------------------------------------------- nearest vertices
+@torch.no_grad()
+def nearest_vertex(points: torch.Tensor, vertices: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Index of the nearest vertex for each point.
+
+    points [B, N, 3], vertices [B, V, 3] -> [B, N] long. Squared distances come from
+    |p|^2 - 2 p.v + |v|^2 (one matmul per chunk of points), so memory is chunk x V.
+    """
+    B, N, _ = points.shape
+    v = vertices.to(points.dtype)
+    v_sq = (v * v).sum(-1)  # [B, V]
+    out = torch.empty(B, N, dtype=torch.long, device=points.device)
+    for start in range(0, N, chunk):
+        p = points[:, start:start + chunk]
+        # |p|^2 is constant per row, so it does not change the argmin.
+        d = torch.baddbmm(v_sq[:, None, :], p, v.transpose(1, 2), alpha=-2.0)
+        out[:, start:start + chunk] = d.argmin(-1)
+    return out
+
+
+def invert_affine(T: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine [..., 4, 4] transforms (last row 0 0 0 1)."""
+    A = T[..., :3, :3]
+    b = T[..., :3, 3:]
+    A_inv = torch.linalg.inv(A)
+    top = torch.cat([A_inv, -(A_inv @ b)], -1)
+    return torch.cat([top, T[..., 3:, :]], -2)
+
+
+def apply_transforms(T: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Transforms [..., 4, 4] (or flat [..., 16]) applied to points [..., 3]."""
+    if T.shape[-1] == 16:
+        T = T.unflatten(-1, (4, 4))
+    return (T[..., :3, :3] @ x[..., None]).squeeze(-1) + T[..., :3, 3]
+
+
+class PoseDeformation(nn.Module):
+    """Dp with the nearest-vertex inverse LBS that feeds it."""
+
+    def __init__(self, kernel: tuple[int, int, int] = (5, 9, 9), chunk: int = 65536) -> None:
+        super().__init__()
+        self.kernel = tuple(kernel)
+        self.chunk = chunk
+        self.conv1 = nn.Conv3d(16, 16, self.kernel, padding=0)
+        self.conv2 = nn.Conv3d(16, 16, self.kernel, padding=0)
+        # Averaging filters per channel: a constant (e.g. identity) volume stays unchanged.
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                conv.weight.zero_()
+                conv.weight[torch.arange(16), torch.arange(16)] = 1.0 / math.prod(self.kernel)
+                conv.bias.zero_()
+
+    def _pad(self, T: torch.Tensor) -> torch.Tensor:
+        kd, kh, kw = self.kernel
+        # Replicate padding keeps the average of a constant volume constant at the borders.
+        return F.pad(T, (kw // 2, kw // 2, kh // 2, kh // 2, kd // 2, kd // 2), mode="replicate")
+
+    def inverse_lbs(self, points: torch.Tensor, posed_vertices: torch.Tensor,
+                    skinning_weights: torch.Tensor, bone_transforms: torch.Tensor) -> torch.Tensor:
+        """Target-space points [B, N, 3] -> inverse blended transforms [B, N, 4, 4] (eq. 4).
+
+        posed_vertices [B, V', 3] and skinning_weights [V', J] are already restricted to the
+        vertices allowed in the nearest-vertex search; bone_transforms [B, J, 4, 4] map zero-pose
+        points to posed points.
+        """
+        idx = nearest_vertex(points.detach(), posed_vertices.detach(), self.chunk)
+        sw = skinning_weights.to(points.dtype)
+        bones = bone_transforms.to(points.dtype).flatten(-2)  # [B, J, 16]
+        out = []
+        # Chunked so that the [B, n, J] weights stay small at 512 x 512 x 64 samples.
+        for start in range(0, idx.shape[1], self.chunk):
+            weights = sw[idx[:, start:start + self.chunk]]  # [B, n, J]
+            out.append(invert_affine(torch.bmm(weights, bones).unflatten(-1, (4, 4))))
+        return torch.cat(out, 1)
+
+    def process(self, volume: torch.Tensor) -> torch.Tensor:
+        """Dp: [B, 16, D, H, W] -> [B, 16, D, H, W] (eq. 5)."""
+        return self.conv2(self._pad(self.conv1(self._pad(volume))))
+
+    def reference(self, volume: torch.Tensor) -> torch.Tensor:
+        """The fixed averaging operator of L_pose_smooth (eq. 11): Dp's initial state."""
+        v = F.avg_pool3d(self._pad(volume), self.kernel, stride=1)
+        return F.avg_pool3d(self._pad(v), self.kernel, stride=1)
+
+    def smooth_loss(self, volume: torch.Tensor, processed: torch.Tensor) -> torch.Tensor:
+        """L_pose_smooth = mean ||Dp(T) - AvgPool(T)||^2 (eq. 11)."""
+        return (processed - self.reference(volume.detach())).pow(2).mean()
+
+
+def upsample_volume_at(volume: torch.Tensor, pixel_uv: torch.Tensor) -> torch.Tensor:
+    """Sample a ray-space volume [B, C, D, h, w] at normalised pixel positions.
+
+    pixel_uv [B, n, 2] in [-1, 1] (pixel-centre convention, align_corners=False) -> [B, n, D, C].
+    Depth samples are taken exactly (no interpolation along D).
+    """
+    B, C, D, h, w = volume.shape
+    n = pixel_uv.shape[1]
+    dz = (torch.arange(D, dtype=volume.dtype, device=volume.device) + 0.5) / D * 2.0 - 1.0
+    grid = torch.cat(
+        [pixel_uv[:, :, None, :].expand(B, n, D, 2), dz[None, None, :, None].expand(B, n, D, 1)], -1
+    )  # [B, n, D, 3] as (x -> w, y -> h, z -> D)
+    out = F.grid_sample(volume, grid[:, :, :, None, :], mode="bilinear", padding_mode="border",
+                        align_corners=False)  # [B, C, n, D, 1]
+    return out[..., 0].permute(0, 2, 3, 1)
+
+
+# ----------------------------------------------------------------------- expression
+class ExpressionDeformation(nn.Module):
+    """De: (x_p, z_id, z_exp) -> x_c, scene metres in and out."""
+
+    def __init__(self, id_dim: int, exp_dim: int, hidden: int, layers: int,
+                 mapping_hidden: int, mapping_layers: int) -> None:
+        super().__init__()
+        self.siren = FiLMSiren(3, hidden, layers)
+        self.mapping = MappingNetwork(id_dim + exp_dim, mapping_hidden, mapping_layers, self.siren.w_dim)
+        self.out = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def map(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
+        return self.mapping(torch.cat([z_id, z_exp], -1))
+
+    def displacement(self, x_p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x_c - x_p in scene metres for points x_p [B, N, 3]."""
+        h = self.siren(x_p / SCENE_SCALE, w)
+        return self.out(h) * SCENE_SCALE
+
+    def forward(self, x_p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x_p + self.displacement(x_p, w)
+
+    # Loss terms (eqs. 10, 12, 13); squared distances in canonical units (metres / SCENE_SCALE).
+    def imitation_loss(self, canonical_vertices: torch.Tensor, neutral_vertices: torch.Tensor,
+                       w: torch.Tensor) -> torch.Tensor:
+        """Eq. 10 at the mesh vertices themselves (their nearest mesh point is the vertex).
+
+        The target inverse displacement of a vertex of the expression mesh (zero pose) is
+        ``neutral - expression``, the body model's analogue of ``-B_exp z_exp``.
+        """
+        pred = self.displacement(canonical_vertices, w)
+        target = neutral_vertices - canonical_vertices
+        return ((pred - target) / SCENE_SCALE).pow(2).sum(-1).mean()
+
+    def smooth_loss(self, x_p: torch.Tensor, w: torch.Tensor, sigma: float = 0.01) -> torch.Tensor:
+        """Eq. 12 on displacements: mean ||d(x) - d(x + delta)||^2, delta ~ N(0, sigma^2) metres.
+
+        (Comparing displacements rather than the deformed points keeps the loss zero for a
+        constant displacement field instead of penalising |delta|.)
+        """
+        delta = torch.randn_like(x_p) * sigma
+        d0 = self.displacement(x_p, w)
+        d1 = self.displacement(x_p + delta, w)
+        return ((d0 - d1) / SCENE_SCALE).pow(2).sum(-1).mean()
+
+    @staticmethod
+    def minimal_loss(x_p: torch.Tensor, x_c: torch.Tensor) -> torch.Tensor:
+        """Eq. 13: mean ||x_p - De(x_p)||^2."""
+        return ((x_c - x_p) / SCENE_SCALE).pow(2).sum(-1).mean()

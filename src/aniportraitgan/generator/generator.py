@@ -1,0 +1,390 @@
+"""The generator G: five sub-networks (M, phi, U, Dp, De) and dual-camera rendering.
+
+Per view (main portrait camera, face camera) and per ray sample:
+
+    x_t (scene, posed)  --inverse LBS + Dp-->  x_p  --De-->  x_c (scene)  --/SCENE_SCALE-->
+    canonical  --M-->  s  --levels-->  intersections  --phi or U's maps-->  colour, alpha
+    --eq. 8-->  pixel
+
+Samples lie on planes of constant camera depth between the near and far depths of the
+portrait's bounding box, so the samples of all rays form a regular (D, H, W) frustum grid: the
+transform volume that Dp convolves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from aniportraitgan.cameras import Cameras, matching_face_cameras
+from aniportraitgan.errors import InputError
+from aniportraitgan.frames import SCENE_SCALE
+from aniportraitgan.generator.cache import IdentityCache, WAverage
+from aniportraitgan.generator.compositing import composite
+from aniportraitgan.generator.config import GeneratorConfig
+from aniportraitgan.generator.deformation import (
+    ExpressionDeformation,
+    PoseDeformation,
+    apply_transforms,
+    upsample_volume_at,
+)
+from aniportraitgan.generator.manifolds import ManifoldPredictor, intersect_levels, sort_by_depth
+from aniportraitgan.generator.radiance import RadianceGenerator
+from aniportraitgan.generator.superres import (
+    ManifoldSuperResolution,
+    lowres_maps,
+    map_intersections,
+    sample_maps,
+)
+
+
+@dataclass
+class GeneratorOutput:
+    portrait: torch.Tensor  # [B, 3, H, W] in [-1, 1]
+    portrait_depth: torch.Tensor  # [B, 1, H, W] camera z-depth (metres)
+    portrait_alpha: torch.Tensor  # [B, 1, H, W]
+    face: torch.Tensor | None = None  # [B, 3, Hf, Wf]
+    face_depth: torch.Tensor | None = None
+    face_alpha: torch.Tensor | None = None
+    face_cameras: Cameras | None = None
+    aux: dict = field(default_factory=dict)
+
+
+@dataclass
+class _View:
+    image: torch.Tensor
+    depth: torch.Tensor
+    alpha: torch.Tensor
+
+
+def _check_codes(name: str, x, shape_tail: tuple[int, ...], B: int | None) -> int:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 1 + len(shape_tail) or tuple(x.shape[1:]) != shape_tail:
+        want = "[B, " + ", ".join(str(s) for s in shape_tail) + "]"
+        raise InputError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if B is not None and x.shape[0] != B:
+        raise InputError(f"{name} has batch {x.shape[0]}, expected {B}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    return x.shape[0]
+
+
+def _check_resolution(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class Generator(nn.Module):
+    """``Generator(config, body_model)``; see ``forward``.
+
+    The body model is used but not owned: it is not part of ``state_dict`` (it is an asset),
+    but ``.to()`` moves it along with the generator.
+    """
+
+    def __init__(self, config: GeneratorConfig, body_model: nn.Module) -> None:
+        super().__init__()
+        c = config
+        if body_model.id_dim != c.id_dim or body_model.exp_dim != c.exp_dim:
+            raise InputError(
+                f"body model codes (id {body_model.id_dim}, exp {body_model.exp_dim}) do not match "
+                f"the generator config (id {c.id_dim}, exp {c.exp_dim})"
+            )
+        self.config = c
+        self.__dict__["body"] = body_model  # not a registered submodule (see class doc)
+        self.manifold = ManifoldPredictor(c.manifold_hidden, c.manifold_layers, c.shell_center,
+                                          (c.level_min, c.level_max, c.num_levels))
+        self.radiance = RadianceGenerator(c.id_dim, c.noise_dim, c.radiance_hidden, c.radiance_layers,
+                                          c.radiance_features, c.mapping_hidden, c.mapping_layers)
+        self.superres = ManifoldSuperResolution(
+            4 + c.radiance_features, c.sr_channels, c.sr_growth, c.sr_blocks, c.sr_scale,
+            c.id_dim, c.noise_dim, c.sr_style_dim, c.mapping_hidden, c.mapping_layers)
+        self.pose = PoseDeformation(c.dp_kernel, c.nn_chunk)
+        self.expression = ExpressionDeformation(c.id_dim, c.exp_dim, c.exp_hidden, c.exp_layers,
+                                                c.exp_mapping_hidden, c.exp_mapping_layers)
+        self.w_avg_radiance = WAverage(self.radiance.siren.w_dim, c.w_avg_beta)
+        self.w_avg_superres = WAverage(c.sr_style_dim, c.w_avg_beta)
+        valid = body_model.nn_valid.nonzero().squeeze(1)
+        if valid.numel() == 0:
+            raise InputError("body model has no vertex allowed in the nearest-vertex search (nn_valid)")
+        self.register_buffer("nn_index", valid.clone(), persistent=False)
+        self.register_buffer("nn_weights", body_model.skinning_weights[valid].float().clone(), persistent=False)
+        bmin = torch.tensor(c.bbox_min) * SCENE_SCALE
+        bmax = torch.tensor(c.bbox_max) * SCENE_SCALE
+        corners = torch.stack(torch.meshgrid(*[torch.stack([a, b]) for a, b in zip(bmin, bmax)], indexing="ij"), -1)
+        self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
+
+    # The five sub-networks by their names in the paper.
+    def subnetworks(self) -> dict[str, nn.Module]:
+        return {"M": self.manifold, "phi": self.radiance, "U": self.superres,
+                "Dp": self.pose, "De": self.expression}
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.body._apply(fn, *args, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------ mapping / truncation
+    @torch.no_grad()
+    def compute_w_avg(self, n: int = 4096, z_id: torch.Tensor | None = None, seed: int = 0) -> None:
+        """Set the truncation centres to the mean mapping output over n samples.
+
+        z_id defaults to N(0, 1) (the body model's prior); pass samples from the training set's
+        label distribution to match training. eps is always N(0, 1).
+        """
+        dev = self.nn_weights.device
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        if z_id is None:
+            z_id = torch.randn(n, self.config.id_dim, generator=g)
+        n = z_id.shape[0]
+        eps = torch.randn(n, self.config.noise_dim, generator=g)
+        z_id, eps = z_id.to(dev), eps.to(dev)
+        self.w_avg_radiance.set(self.radiance.map(z_id, eps).mean(0))
+        self.w_avg_superres.set(self.superres.map(z_id, eps).mean(0))
+
+    def map_identity(self, z_id: torch.Tensor, eps: torch.Tensor, psi: float = 1.0,
+                     stage: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Truncated mapping outputs of phi and (stage 2) U; updates the running averages in training."""
+        w_rad = self.radiance.map(z_id, eps)
+        w_sr = self.superres.map(z_id, eps) if stage == 2 else None
+        if self.training:
+            self.w_avg_radiance.update(w_rad)
+            if w_sr is not None:
+                self.w_avg_superres.update(w_sr)
+        w_rad = self.w_avg_radiance.truncate(w_rad, psi)
+        if w_sr is not None:
+            w_sr = self.w_avg_superres.truncate(w_sr, psi)
+        return w_rad, w_sr
+
+    def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor) -> torch.Tensor:
+        """Super-resolved radiance maps [B, L, 4, R_hr, R_hr] (stage 2's per-identity work)."""
+        c = self.config
+        hits = map_intersections(self.manifold, c.sr_map_resolution, c.sr_map_depth_samples,
+                                 z_front=c.bbox_max[2], z_back=c.bbox_min[2], chunk=c.ray_chunk)
+        low = lowres_maps(self.radiance, w_radiance, hits, c.sr_map_resolution, chunk=c.ray_chunk * 4)
+        return self.superres(low, w_superres)
+
+    def build_cache(self, z_id: torch.Tensor, eps: torch.Tensor, psi: float = 1.0, stage: int = 2) -> IdentityCache:
+        """Precompute the per-identity work for repeated rendering of the same (z_id, eps)."""
+        B = _check_codes("z_id", z_id, (self.config.id_dim,), None)
+        _check_codes("eps", eps, (self.config.noise_dim,), B)
+        self._check_stage_psi(stage, psi)
+        w_rad, w_sr = self.map_identity(z_id, eps, psi, stage)
+        maps = self.radiance_maps(w_rad, w_sr) if stage == 2 else None
+        return IdentityCache(z_id.detach().clone(), eps.detach().clone(), float(psi), stage, w_rad, w_sr, maps)
+
+    @staticmethod
+    def _check_stage_psi(stage, psi) -> None:
+        if stage not in (1, 2):
+            raise InputError(f"stage must be 1 or 2, got {stage!r}")
+        if not isinstance(psi, (int, float)) or not math.isfinite(psi):
+            raise InputError(f"psi must be a finite number, got {psi!r}")
+
+    # ------------------------------------------------------------------ rendering
+    def forward(
+        self,
+        z_id: torch.Tensor,
+        z_exp: torch.Tensor,
+        z_pose: torch.Tensor,
+        eps: torch.Tensor,
+        main_cameras: Cameras,
+        face_cameras: Cameras | None = None,
+        portrait_resolution: int = 128,
+        face_resolution: int | None = 128,
+        stage: int = 1,
+        psi: float = 1.0,
+        return_aux: bool = False,
+        cache: IdentityCache | None = None,
+    ) -> GeneratorOutput:
+        """Render portraits (main cameras) and faces (face cameras) of the given codes.
+
+        z_id [B, id_dim], z_exp [B, exp_dim], z_pose [B, 6, 3], eps [B, noise_dim];
+        main_cameras: B cameras. face_cameras: B cameras, or None for the dual face camera that
+        matches each main camera (``cameras.matching_face_cameras`` around the posed head);
+        ``face_resolution=None`` (or 0) skips the face view. stage 1 evaluates phi at the
+        intersections, stage 2 reads U's super-resolved maps. ``cache`` (from ``build_cache``)
+        replaces the per-identity work. With ``return_aux`` the aux dict holds the loss terms
+        ``pose_smooth`` (eq. 11), ``exp_imitation`` (eq. 10), ``exp_smooth`` (eq. 12),
+        ``exp_minimal`` (eq. 13) and the body model output ``body``.
+        """
+        c = self.config
+        B = _check_codes("z_id", z_id, (c.id_dim,), None)
+        _check_codes("z_exp", z_exp, (c.exp_dim,), B)
+        _check_codes("z_pose", z_pose, (6, 3), B)
+        _check_codes("eps", eps, (c.noise_dim,), B)
+        self._check_stage_psi(stage, psi)
+        H = _check_resolution("portrait_resolution", portrait_resolution)
+        Hf = 0 if face_resolution in (None, 0) else _check_resolution("face_resolution", face_resolution)
+        self._check_cameras("main_cameras", main_cameras, B)
+        if face_cameras is not None:
+            self._check_cameras("face_cameras", face_cameras, B)
+
+        body_out = self.body(z_id, z_exp, z_pose)
+        if cache is not None:
+            cache.check(z_id, eps, stage, psi)
+            cache = cache.expand(B)
+            w_rad, maps = cache.w_radiance, cache.maps
+        else:
+            w_rad, w_sr = self.map_identity(z_id, eps, psi, stage)
+            maps = self.radiance_maps(w_rad, w_sr) if stage == 2 else None
+        w_exp = self.expression.map(z_id, z_exp)
+
+        aux: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
+                     "exp_smooth": z_id.new_zeros(())} if return_aux else {}
+        portrait = self._render_view(main_cameras, H, H, body_out, w_rad, w_exp, maps, aux)
+        out = GeneratorOutput(portrait.image, portrait.depth, portrait.alpha, aux=aux)
+        if Hf:
+            if face_cameras is None:
+                face_cameras = matching_face_cameras(main_cameras, body_out.head_center, body_out.head_rotation)
+            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, aux)
+            out.face, out.face_depth, out.face_alpha, out.face_cameras = face.image, face.depth, face.alpha, face_cameras
+        if return_aux:
+            views = 2 if Hf else 1
+            for key in ("pose_smooth", "exp_minimal", "exp_smooth"):
+                aux[key] = aux[key] / views
+            verts = body_out.canonical_vertices[:, self.nn_index]
+            neutral = body_out.neutral_vertices[:, self.nn_index]
+            step = max(1, verts.shape[1] // c.aux_points)
+            aux["exp_imitation"] = self.expression.imitation_loss(verts[:, ::step], neutral[:, ::step], w_exp)
+            aux["body"] = body_out
+            aux["w_radiance"] = w_rad
+            aux["w_expression"] = w_exp
+        return out
+
+    @staticmethod
+    def _check_cameras(name: str, cams, B: int) -> None:
+        if not isinstance(cams, Cameras):
+            raise InputError(f"{name} must be aniportraitgan.cameras.Cameras, got {type(cams).__name__}")
+        if len(cams) != B:
+            raise InputError(f"{name} holds {len(cams)} cameras for a batch of {B}")
+        if not torch.isfinite(cams.c2w).all():
+            raise InputError(f"{name} contains NaN or infinite values")
+
+    def sample_depths(self, cams: Cameras) -> torch.Tensor:
+        """Camera z-depths [B, D] of the sample planes, spanning the portrait bounding box."""
+        c2w = cams.c2w.to(self.bbox_corners.dtype)
+        rel = self.bbox_corners[None] - c2w[:, None, :3, 3]
+        z = (rel * c2w[:, None, :3, 2]).sum(-1)  # [B, 8]
+        near = z.min(1).values.clamp_min(1e-3)
+        far = torch.maximum(z.max(1).values, near + 1e-3)
+        steps = torch.linspace(0.0, 1.0, self.config.samples_per_ray, device=z.device, dtype=z.dtype)
+        return near[:, None] + (far - near)[:, None] * steps
+
+    @staticmethod
+    def _points(cams: Cameras, H: int, W: int, depths: torch.Tensor, start: int = 0,
+                stop: int | None = None) -> torch.Tensor:
+        """Samples [B, n, D, 3] on the depth planes for rays start:stop (row-major pixels)."""
+        o, d = cams.rays(H, W)
+        o, d = o[:, start:stop].to(depths.dtype), d[:, start:stop].to(depths.dtype)
+        forward = cams.c2w[:, None, :3, 2].to(depths.dtype)
+        t = depths[:, None, :] / (d * forward).sum(-1, keepdim=True)  # distance along the ray
+        return o[:, :, None, :] + d[:, :, None, :] * t[..., None]
+
+    def _transform_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out) -> torch.Tensor:
+        """Inverse LBS transforms of the samples of an H x W view: [B, 16, D, H, W]."""
+        B, D = depths.shape
+        pts = self._points(cams, H, W, depths).reshape(B, H * W * D, 3)
+        T = self.pose.inverse_lbs(pts, body_out.vertices[:, self.nn_index], self.nn_weights,
+                                  body_out.bone_transforms)
+        return T.reshape(B, H, W, D, 16).permute(0, 4, 3, 1, 2)
+
+    def _pose_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
+                     aux: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Dp-processed transform volume at (half) ray resolution and the full-res pixel grid."""
+        c = self.config
+        if not c.use_dp:
+            return None
+        B = depths.shape[0]
+        h, w = ((H + 1) // 2, (W + 1) // 2) if c.dp_half_resolution else (H, W)
+        volume = self._transform_volume(cams, h, w, depths, body_out)
+        processed = self.pose.process(volume)
+        if aux:
+            aux["pose_smooth"] = aux["pose_smooth"] + self.pose.smooth_loss(volume, processed)
+        uv = cams.pixel_centers(H, W).to(depths.dtype)
+        uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
+        return processed, uv[None].expand(B, -1, -1)
+
+    def _deform(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
+                w_exp: torch.Tensor, pose_volume, start: int, stop: int):
+        """Samples of rays start:stop: x_t, x_p, x_c, all [B, n, D, 3] scene metres."""
+        B, D = depths.shape
+        n = stop - start
+        x_t = self._points(cams, H, W, depths, start, stop)
+        if pose_volume is not None:
+            processed, uv = pose_volume
+            T = upsample_volume_at(processed, uv[:, start:stop])  # [B, n, D, 16]
+        else:
+            T = self.pose.inverse_lbs(x_t.reshape(B, n * D, 3), body_out.vertices[:, self.nn_index],
+                                      self.nn_weights, body_out.bone_transforms).reshape(B, n, D, 16)
+        x_p = apply_transforms(T, x_t)
+        x_c = self.expression(x_p.reshape(B, n * D, 3), w_exp).reshape(B, n, D, 3)
+        return x_t, x_p, x_c
+
+    @torch.no_grad()
+    def deform_view(self, z_id: torch.Tensor, z_exp: torch.Tensor, z_pose: torch.Tensor,
+                    cams: Cameras, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The deformation chain of a view, for inspection and tests.
+
+        Returns x_t, x_p, x_c [B, R*R, D, 3] (scene metres) and the sample depths [B, D].
+        """
+        B = _check_codes("z_id", z_id, (self.config.id_dim,), None)
+        _check_codes("z_exp", z_exp, (self.config.exp_dim,), B)
+        _check_codes("z_pose", z_pose, (6, 3), B)
+        self._check_cameras("cams", cams, B)
+        R = _check_resolution("resolution", resolution)
+        body_out = self.body(z_id, z_exp, z_pose)
+        w_exp = self.expression.map(z_id, z_exp)
+        depths = self.sample_depths(cams)
+        vol = self._pose_volume(cams, R, R, depths, body_out, {})
+        x_t, x_p, x_c = self._deform(cams, R, R, depths, body_out, w_exp, vol, 0, R * R)
+        return x_t, x_p, x_c, depths
+
+    def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
+                     w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict) -> _View:
+        c = self.config
+        B = w_rad.shape[0]
+        depths = self.sample_depths(cams)  # [B, D]
+        D = depths.shape[1]
+        # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
+        pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
+        levels = self.manifold.levels
+        L = levels.shape[0]
+        chunk = max(1, c.ray_chunk // B)
+        n_rays = H * W
+        aux_step = max(1, (n_rays * D) // max(1, c.aux_points))
+        colors, dep, acc = [], [], []
+        for start in range(0, n_rays, chunk):
+            stop = min(n_rays, start + chunk)
+            n = stop - start
+            _, x_p, x_c = self._deform(cams, H, W, depths, body_out, w_exp, pose_volume, start, stop)
+            if aux:
+                x_p_flat = x_p.reshape(B, n * D, 3)
+                aux["exp_minimal"] = aux["exp_minimal"] + self.expression.minimal_loss(
+                    x_p_flat, x_c.reshape(B, n * D, 3)) * (n / n_rays)
+                sub = x_p_flat[:, ::aux_step]
+                aux["exp_smooth"] = aux["exp_smooth"] + self.expression.smooth_loss(sub, w_exp) * (n / n_rays)
+            x_can = x_c / SCENE_SCALE
+            s = self.manifold(x_can)  # [B, n, D]
+            hits = intersect_levels(s, levels, depths[:, None, :], x_can)
+            if maps is None:
+                rad = self.radiance(hits.points.reshape(B, n * L, 3), w_rad)
+                color = rad.color.reshape(B, n, L, 3)
+                alpha = rad.alpha.reshape(B, n, L)
+            else:
+                color, alpha = sample_maps(maps, hits.points)
+            alpha = alpha * hits.valid.to(alpha.dtype)
+            t, _, color, alpha = sort_by_depth(hits.t, hits.valid, color, alpha)
+            comp = composite(color, alpha, t, background=1.0, far=depths[:, -1:])
+            colors.append(comp.color)
+            dep.append(comp.depth)
+            acc.append(comp.alpha)
+        image = torch.cat(colors, 1).reshape(B, H, W, 3).permute(0, 3, 1, 2) * 2.0 - 1.0
+        depth = torch.cat(dep, 1).reshape(B, 1, H, W)
+        alpha = torch.cat(acc, 1).reshape(B, 1, H, W)
+        return _View(image, depth, alpha)
