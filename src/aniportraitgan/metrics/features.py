@@ -4,7 +4,8 @@
 them; statistics are taken in float64 by `fid.feature_statistics`). Images come either from an
 iterable (a dataset / DataLoader yielding [B, 3, H, W] batches or [3, H, W] single images, or
 tuples whose first item is the image batch) or from a sampling callable `fn(n) -> [n, 3, H, W]`
-(e.g. a generator wrapped to draw n random portraits).
+(e.g. a generator wrapped to draw n random portraits). Dict items (PortraitDataset and its
+DataLoader batches) are read at `image_key` ("image" or "face").
 
 `RealStatsCache` keeps the real-set features beside a dataset so that each evaluation only has
 to process generated images:
@@ -41,8 +42,12 @@ CACHE_DIRNAME = ".metrics_cache"
 CACHE_FORMAT = 1
 
 
-def _to_batch(item, index: int) -> torch.Tensor:
-    if isinstance(item, (tuple, list)):
+def _to_batch(item, index: int, image_key: str = "image") -> torch.Tensor:
+    if isinstance(item, dict):  # PortraitDataset items / their DataLoader batches
+        if image_key not in item:
+            raise InputError(f"images: item {index} is a dict without key {image_key!r} (keys: {sorted(item)})")
+        item = item[image_key]
+    elif isinstance(item, (tuple, list)):
         if not item:
             raise InputError(f"images: item {index} is an empty tuple/list")
         item = item[0]
@@ -55,7 +60,7 @@ def _to_batch(item, index: int) -> torch.Tensor:
     return item
 
 
-def _batches(images, num: int | None, batch_size: int):
+def _batches(images, num: int | None, batch_size: int, image_key: str = "image"):
     """Yield [b, 3, H, W] batches of at most batch_size images, num images in all (or all of
     the iterable when num is None)."""
     if callable(images) and not isinstance(images, (torch.Tensor, np.ndarray)) and not hasattr(images, "__iter__"):
@@ -64,7 +69,7 @@ def _batches(images, num: int | None, batch_size: int):
         done = 0
         while done < num:
             n = min(batch_size, num - done)
-            batch = _to_batch(images(n), done)
+            batch = _to_batch(images(n), done, image_key)
             if batch.shape[0] != n:
                 raise InputError(f"images: sampling callable asked for {n} images returned {batch.shape[0]}")
             done += n
@@ -76,7 +81,7 @@ def _batches(images, num: int | None, batch_size: int):
     pending_n = 0
     done = 0
     for i, item in enumerate(images):
-        batch = _to_batch(item, i)
+        batch = _to_batch(item, i, image_key)
         if num is not None:
             batch = batch[: num - done - pending_n]
         pending.append(batch)
@@ -110,12 +115,14 @@ def extract_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "features",
+    image_key: str = "image",
 ) -> np.ndarray:
     """Features [num, D] (float32 numpy) of images in [-1, 1] (or uint8) through `extractor`.
 
     images: an iterable of batches/single images, one tensor [N, 3, H, W], or a callable
-    fn(n) returning n images (then `num` is required). num=None takes everything the iterable
-    yields. Raises InputError for malformed images, a short source, or non-finite features.
+    fn(n) returning n images (then `num` is required). Items may also be tuples (first entry
+    is used) or dicts (entry `image_key`, e.g. "image" or "face" of PortraitDataset batches).
+    num=None takes everything the iterable yields. Raises InputError for malformed images, a short source, or non-finite features.
     """
     if batch_size < 1:
         raise InputError(f"extract_features: batch_size must be >= 1, got {batch_size}")
@@ -125,7 +132,7 @@ def extract_features(
     out: list[np.ndarray] = []
     count = 0
     with torch.inference_mode(), tqdm(total=num, unit="img", desc=desc, disable=not progress, leave=False) as bar:
-        for batch in _batches(images, num, batch_size):
+        for batch in _batches(images, num, batch_size, image_key):
             x = prepare_images(batch, name=f"images[{count}:{count + batch.shape[0]}]").to(device)
             feats = extractor(x)
             if feats.ndim != 2 or feats.shape[0] != x.shape[0]:
@@ -281,6 +288,7 @@ class RealStatsCache:
         device: str | torch.device = "cpu",
         progress: bool = True,
         refresh: bool = False,
+        image_key: str = "image",
     ) -> FeatureStats:
         """Cached statistics for (extractor.name, split, num, resolution), computed from
         `images` (anything `extract_features` accepts) and saved on a miss."""
@@ -293,7 +301,8 @@ class RealStatsCache:
             if stats is not None:
                 return stats
         feats = extract_features(
-            images, extractor, num=num, batch_size=batch_size, device=device, progress=progress, desc=f"real {split}"
+            images, extractor, num=num, batch_size=batch_size, device=device, progress=progress, desc=f"real {split}",
+            image_key=image_key,
         )
         stats = FeatureStats.from_features(feats)
         self.save(stats, name, split, num, resolution)
