@@ -203,3 +203,24 @@ def test_cache_requires_extractor_name(tmp_path):
 
     with pytest.raises(InputError, match="`name` attribute"):
         RealStatsCache(tmp_path).get(Anonymous(), "train", 4, 32, images=CountingSampler(), progress=False)
+
+
+def test_cache_fingerprint_invalidates(tmp_path):
+    from aniportraitgan.metrics.features import fingerprint_files
+
+    card = tmp_path / "dataset.json"
+    card.write_text('{"num_samples": 6}')
+    fp1 = fingerprint_files(card)
+    ext = RandomProjectionFeatures(dim=8)
+    s = CountingSampler()
+    RealStatsCache(tmp_path, fingerprint=fp1).get(ext, "train", 6, 32, images=s, progress=False)
+    RealStatsCache(tmp_path, fingerprint=fp1).get(ext, "train", 6, 32, images=s, progress=False)
+    assert s.drawn == 6
+    card.write_text('{"num_samples": 6, "regenerated": true}')
+    fp2 = fingerprint_files(card)
+    assert fp2 != fp1 and len(fp2) == 16
+    with pytest.warns(RuntimeWarning, match="fingerprint"):
+        RealStatsCache(tmp_path, fingerprint=fp2).get(ext, "train", 6, 32, images=s, progress=False)
+    assert s.drawn == 12
+    with pytest.raises(InputError, match="cannot read"):
+        fingerprint_files(tmp_path / "missing.json")

@@ -13,7 +13,7 @@ Typical use (see each module for details):
     write_report({"fid_face": fid, "kid_face": kid_mean, "kid_face_std": kid_std}, "out/metrics.json")
 """
 
-from .features import CACHE_DIRNAME, FeatureStats, RealStatsCache, extract_features
+from .features import CACHE_DIRNAME, FeatureStats, RealStatsCache, extract_features, fingerprint_files
 from .fid import (
     feature_statistics,
     fid_from_features,
@@ -45,6 +45,7 @@ __all__ = [
     "extract_features",
     "feature_statistics",
     "fid_from_features",
+    "fingerprint_files",
     "find_inception_weights",
     "frechet_distance",
     "kid",

@@ -18,6 +18,7 @@ that fails to load or to validate is recomputed with a warning.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,7 +37,7 @@ from .fid import feature_statistics
 from .inception import prepare_images
 from .report import atomic_write
 
-__all__ = ["CACHE_DIRNAME", "FeatureStats", "RealStatsCache", "extract_features"]
+__all__ = ["CACHE_DIRNAME", "FeatureStats", "RealStatsCache", "extract_features", "fingerprint_files"]
 
 CACHE_DIRNAME = ".metrics_cache"
 CACHE_FORMAT = 1
@@ -184,24 +185,44 @@ def _res_str(resolution) -> str:
     return str(int(resolution))
 
 
+def fingerprint_files(*paths: str | os.PathLike) -> str:
+    """Short content hash of a few small files (e.g. a dataset's card and labels), for
+    `RealStatsCache(fingerprint=...)`: a regenerated dataset then invalidates its cache."""
+    h = hashlib.sha1()
+    for p in paths:
+        p = Path(p)
+        h.update(p.name.encode() + b"\0")
+        try:
+            h.update(p.read_bytes())
+        except OSError as exc:
+            raise InputError(f"fingerprint_files: cannot read {p} ({exc})") from exc
+    return h.hexdigest()[:16]
+
+
 class RealStatsCache:
     """Real-set statistics cached under `<dataset_dir>/.metrics_cache/`.
 
-    cache = RealStatsCache(dataset_dir)
-    stats = cache.get(extractor, split="train", num=20000, resolution=256, images=loader)
+    cache = RealStatsCache(dataset_dir, fingerprint=fingerprint_files(dataset_dir / "dataset.json"))
+    stats = cache.get(extractor, split="face", num=20000, resolution=256, images=loader)
+
+    `fingerprint` (optional) is stored in each file and must match on load, so that a dataset
+    regenerated in place (same count and resolution) does not reuse old statistics.
     """
 
-    def __init__(self, dataset_dir: str | os.PathLike, cache_dirname: str = CACHE_DIRNAME):
+    def __init__(
+        self, dataset_dir: str | os.PathLike, cache_dirname: str = CACHE_DIRNAME, fingerprint: str | None = None
+    ):
         self.dataset_dir = Path(dataset_dir)
         self.cache_dir = self.dataset_dir / cache_dirname
+        self.fingerprint = fingerprint
 
     def path_for(self, extractor_name: str, split: str, num: int | None, resolution) -> Path:
         n = "all" if num is None else str(int(num))
         return self.cache_dir / f"{_safe(extractor_name)}_{_safe(split)}_{n}_{_res_str(resolution)}.npz"
 
-    @staticmethod
-    def _meta(extractor_name: str, feature_dim: int | None, split: str, num: int | None, resolution) -> dict:
+    def _meta(self, extractor_name: str, feature_dim: int | None, split: str, num: int | None, resolution) -> dict:
         return {
+            "fingerprint": self.fingerprint,
             "format": CACHE_FORMAT,
             "extractor": str(extractor_name),
             "feature_dim": None if feature_dim is None else int(feature_dim),
@@ -242,7 +263,7 @@ class RealStatsCache:
     @staticmethod
     def _validate(stats: FeatureStats, expected: dict) -> None:
         meta = stats.meta
-        for key in ("format", "extractor", "split", "num", "resolution"):
+        for key in ("format", "extractor", "split", "num", "resolution", "fingerprint"):
             if meta.get(key) != expected[key]:
                 raise ValueError(f"meta {key}={meta.get(key)!r}, expected {expected[key]!r}")
         f = stats.features
