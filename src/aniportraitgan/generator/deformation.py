@@ -34,7 +34,10 @@ def nearest_vertex(points: torch.Tensor, vertices: torch.Tensor, chunk: int = 65
     |p|^2 - 2 p.v + |v|^2 (one matmul per chunk of points), so memory is chunk x V.
     """
     B, N, _ = points.shape
-    v = vertices.to(points.dtype)
+    # Centring reduces the cancellation error of the expanded squared distance.
+    center = vertices.mean(1, keepdim=True)
+    v = (vertices - center).to(points.dtype)
+    points = points - center.to(points.dtype)
     v_sq = (v * v).sum(-1)  # [B, V]
     out = torch.empty(B, N, dtype=torch.long, device=points.device)
     for start in range(0, N, chunk):

@@ -1,0 +1,179 @@
+"""Known answers of the deformation chain: nearest vertex, inverse LBS, Dp, De, identity at rest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aniportraitgan.body import PortraitBodyModel
+from aniportraitgan.cameras import look_at_cameras
+from aniportraitgan.generator import Generator, GeneratorConfig
+from aniportraitgan.generator.deformation import (
+    ExpressionDeformation,
+    PoseDeformation,
+    apply_transforms,
+    invert_affine,
+    nearest_vertex,
+    upsample_volume_at,
+)
+from aniportraitgan.rotations import axis_angle_to_matrix, rigid
+
+HEAD_ROT = torch.tensor([0.1, 0.6, -0.2])  # axis-angle, scene axes
+
+
+@pytest.fixture(scope="module")
+def body():
+    return PortraitBodyModel.load(device="cpu")
+
+
+def _codes(B=1):
+    return torch.zeros(B, 40), torch.zeros(B, 52), torch.zeros(B, 6, 3)
+
+
+def test_nearest_vertex_matches_brute_force():
+    torch.manual_seed(0)
+    pts = torch.randn(2, 3000, 3)
+    verts = torch.randn(2, 500, 3)
+    idx = nearest_vertex(pts, verts, chunk=700)
+    ref = torch.cdist(pts, verts).argmin(-1)
+    # Ties / rounding: compare the distances, not only indices.
+    d = (pts - verts.gather(1, idx[..., None].expand(-1, -1, 3))).norm(dim=-1)
+    d_ref = torch.cdist(pts, verts).min(-1).values
+    assert (d - d_ref).abs().max() < 5e-5  # float32 expanded distances
+    assert (idx == ref).float().mean() > 0.999
+
+
+def test_invert_affine_and_apply():
+    torch.manual_seed(0)
+    R = axis_angle_to_matrix(torch.randn(5, 3))
+    T = rigid(R * 1.3, torch.randn(5, 3))
+    x = torch.randn(5, 3)
+    assert torch.allclose(apply_transforms(invert_affine(T), apply_transforms(T, x)), x, atol=1e-5)
+    assert torch.allclose(apply_transforms(T.flatten(-2), x), apply_transforms(T, x))
+
+
+def test_dp_at_init_keeps_constant_volumes_and_matches_its_smoothing_reference():
+    torch.manual_seed(0)
+    dp = PoseDeformation((3, 5, 5))
+    eye = torch.eye(4).reshape(16, 1, 1, 1).expand(2, 16, 6, 7, 5).contiguous()
+    assert torch.allclose(dp.process(eye), eye, atol=1e-6)
+    vol = torch.randn(1, 16, 6, 7, 5)
+    out = dp.process(vol)
+    assert out.shape == vol.shape
+    assert dp.smooth_loss(vol, out) < 1e-10
+    with torch.no_grad():
+        dp.conv1.bias.add_(0.1)
+    assert dp.smooth_loss(vol, dp.process(vol)) > 1e-3
+
+
+def test_volume_upsampling_is_bilinear_x2():
+    torch.manual_seed(0)
+    vol = torch.randn(1, 16, 3, 4, 5)
+    H, W = 8, 10
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    uv = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(1, -1, 2)
+    got = upsample_volume_at(vol, uv)  # [1, H*W, D, 16]
+    ref = F.interpolate(vol, size=(3, H, W), mode="trilinear", align_corners=False)
+    assert torch.allclose(got, ref.permute(0, 3, 4, 2, 1).reshape(1, H * W, 3, 16), atol=1e-5)
+
+
+def test_inverse_lbs_undoes_a_head_rotation_and_leaves_the_torso(body):
+    z_id, z_exp, z_pose = _codes()
+    z_pose[0, 3] = HEAD_ROT
+    out = body(z_id, z_exp, z_pose)
+    head = body.bone_names.index("head")
+    valid = body.nn_valid.nonzero().squeeze(1)
+    w = body.skinning_weights[valid]
+    posed = out.vertices[:, valid]
+    R = axis_angle_to_matrix(HEAD_ROT)
+    assert torch.allclose(out.bone_transforms[0, head, :3, :3], R, atol=1e-5)
+    j = out.joints[0, head]  # the head joint does not move when only the head turns
+    torch.manual_seed(0)
+    pts = posed[0][torch.randint(0, posed.shape[1], (4000,))] + torch.randn(4000, 3) * 0.003
+    idx = torch.cdist(pts, posed[0]).argmin(-1)
+    dp = PoseDeformation()
+    T = dp.inverse_lbs(pts[None], posed, w, out.bone_transforms)
+    x_p = apply_transforms(T, pts[None])[0]
+    head_only = w[idx, head] > 1 - 1e-6
+    moved = w[idx][:, [head, body.bone_names.index("eye.L"), body.bone_names.index("eye.R")]].sum(-1) > 1e-6
+    assert head_only.sum() > 500 and (~moved).sum() > 500
+    # Head points move by the inverse rotation about the head joint...
+    expect = (pts[head_only] - j) @ R + j  # R^T (x - j) + j
+    assert (x_p[head_only] - expect).norm(dim=-1).max() < 1e-5
+    # ...and points skinned to the torso stay where they are.
+    assert (x_p[~moved] - pts[~moved]).norm(dim=-1).max() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(body):
+    torch.manual_seed(0)
+    return Generator(GeneratorConfig.tiny(), body)
+
+
+def _cams(B=1):
+    return look_at_cameras(torch.linspace(-0.3, 0.3, B), torch.zeros(B))
+
+
+def test_deformation_is_identity_at_rest_with_dp_and_de(tiny_generator):
+    z_id = torch.randn(2, 40)
+    z_exp = torch.zeros(2, 52)
+    z_pose = torch.zeros(2, 6, 3)
+    x_t, x_p, x_c, depths = tiny_generator.deform_view(z_id, z_exp, z_pose, _cams(2), 24)
+    assert x_t.shape == (2, 24 * 24, 16, 3) and depths.shape == (2, 16)
+    assert (x_p - x_t).abs().max() < 1e-6
+    assert (x_c - x_t).abs().max() < 1e-6
+
+
+def test_generator_head_rotation_through_dp_and_upsampling(body):
+    """End to end (half resolution, Dp at init, x2 upsampling): head samples deep inside the head
+    region move by the inverse rotation, samples deep in the lower torso stay."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(dp_kernel=(3, 3, 3)), body)
+    z_id, z_exp, z_pose = _codes()
+    z_pose[0, 3] = HEAD_ROT
+    cams = _cams()
+    R = 48
+    x_t, x_p, _, depths = G.deform_view(z_id, z_exp, z_pose, cams, R)
+    out = body(z_id, z_exp, z_pose)
+    head = body.bone_names.index("head")
+    w = G.nn_weights
+    # Label every half-resolution sample, erode by Dp's footprint, read at full resolution.
+    h = R // 2
+    pts = G._points(cams, h, h, depths).reshape(1, -1, 3)
+    idx = nearest_vertex(pts, out.vertices[:, G.nn_index])[0]
+    labels = torch.stack([w[idx, head] > 1 - 1e-6, w[idx][:, [head, 18, 19]].sum(-1) < 1e-6], 0).float()
+    labels = labels.reshape(2, h, h, -1).permute(0, 3, 1, 2)[None]  # [1, 2, D, h, h]
+    k = (5, 5, 5)  # two 3x3x3 convolutions
+    pad = F.pad(labels, (2, 2, 2, 2, 2, 2), mode="replicate")
+    deep = -F.max_pool3d(-pad, k, stride=1)  # 1 where the whole footprint carries the label
+    v, u = torch.meshgrid(torch.arange(R) + 0.5, torch.arange(R) + 0.5, indexing="ij")
+    uv = torch.stack([u / R * 2 - 1, v / R * 2 - 1], -1).reshape(1, -1, 2)
+    deep_full = upsample_volume_at(deep, uv)[0] > 0.9999  # [R*R, D, 2]
+    head_pts, torso_pts = deep_full[..., 0], deep_full[..., 1]
+    assert head_pts.sum() > 50 and torso_pts.sum() > 50
+    Rm = axis_angle_to_matrix(HEAD_ROT)
+    j = out.joints[0, head]
+    expect = (x_t[0][head_pts] - j) @ Rm + j
+    assert (x_p[0][head_pts] - expect).norm(dim=-1).max() < 1e-5
+    assert (x_p[0][torso_pts] - x_t[0][torso_pts]).norm(dim=-1).max() < 1e-5
+    # The torso set reaches low: lower-torso points (below the shoulders) are among them.
+    assert x_t[0][torso_pts][:, 1].min() < -0.2
+
+
+def test_expression_deformation_starts_as_identity_and_exposes_losses():
+    torch.manual_seed(0)
+    De = ExpressionDeformation(4, 5, 16, 3, 16, 2)
+    w = De.map(torch.randn(2, 4), torch.rand(2, 5))
+    x = torch.randn(2, 100, 3) * 0.2
+    assert torch.equal(De(x, w), x)
+    assert De.minimal_loss(x, De(x, w)) == 0
+    assert De.smooth_loss(x, w) == 0
+    neutral = torch.randn(2, 30, 3) * 0.1
+    expr = neutral + 0.01
+    # Target inverse displacement is -0.01 m per axis; De predicts 0 -> loss = 3 (0.01/scale)^2.
+    from aniportraitgan.frames import SCENE_SCALE
+    loss = De.imitation_loss(expr, neutral, w)
+    assert loss.item() == pytest.approx(3 * (0.01 / SCENE_SCALE) ** 2, rel=1e-5)
+    loss.backward()
+    assert De.out.weight.grad.abs().sum() > 0
