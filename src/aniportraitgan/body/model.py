@@ -19,15 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import roma
 import torch
 from torch import nn
 
+from aniportraitgan import frames
 from aniportraitgan.body.asset import BONE_NAMES, CONTROLLED_JOINTS, BodyAsset, load_asset
 from aniportraitgan.errors import InputError
 from aniportraitgan.rotations import axis_angle_to_matrix
 
 # body (anny world: Z up, face -Y) -> scene (Y up, face +Z); see docs/conventions.md.
-R_BODY_TO_SCENE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+R_BODY_TO_SCENE = frames.body_to_scene_rotation()
 EXPRESSION_TOLERANCE = 1e-3
 
 
@@ -42,19 +44,6 @@ class BodyOutput:
     head_center: torch.Tensor  # [B, 3] posed
     head_rotation: torch.Tensor  # [B, 3, 3] posed head frame relative to the zero pose
     space: str = "scene"
-
-
-def polar_rotation(M: torch.Tensor, iterations: int = 8) -> torch.Tensor:
-    """Nearest rotation to matrices close to a rotation, by Newton's polar iteration.
-
-    X <- (X + X^-T) / 2 converges quadratically to the orthogonal polar factor. Unlike the SVD,
-    its gradient stays finite when singular values are equal (which they nearly are here: the
-    linear orientation matrices are close to rotations).
-    """
-    X = M
-    for _ in range(iterations):
-        X = 0.5 * (X + torch.linalg.inv(X).transpose(-1, -2))
-    return X
 
 
 class PortraitBodyModel(nn.Module):
@@ -107,18 +96,10 @@ class PortraitBodyModel(nn.Module):
 
     # ------------------------------------------------------------------ frames
     def body_to_scene_points(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.scene_origin) @ self.R_bs.T
+        return frames.body_to_scene_points(x, self.scene_origin)
 
     def body_to_scene_transforms(self, T: torch.Tensor) -> torch.Tensor:
-        """Conjugate rigid transforms: T_s = A T_b A^-1 with A = [R | -R o]."""
-        R = self.R_bs
-        rot = R @ T[..., :3, :3] @ R.T
-        trans = (T[..., :3, :3] @ self.scene_origin + T[..., :3, 3] - self.scene_origin) @ R.T
-        out = torch.zeros_like(T)
-        out[..., :3, :3] = rot
-        out[..., :3, 3] = trans
-        out[..., 3, 3] = 1.0
-        return out
+        return frames.body_to_scene_transforms(T, self.scene_origin)
 
     # ------------------------------------------------------------------ validation
     def _check(self, z_id, z_exp, z_pose, global_transform):
@@ -136,7 +117,7 @@ class PortraitBodyModel(nn.Module):
         bad("z_pose", z_pose, (B, 6, 3))
         if global_transform is not None:
             bad("global_transform", global_transform, (B, 4, 4))
-        lo, hi = float(z_exp.min()), float(z_exp.max())
+        lo, hi = float(z_exp.detach().min()), float(z_exp.detach().max())
         if lo < -EXPRESSION_TOLERANCE or hi > 1 + EXPRESSION_TOLERANCE:
             raise InputError(
                 f"z_exp holds ARKit coefficients in [0, 1]; got values in [{lo:.3f}, {hi:.3f}]"
@@ -149,7 +130,9 @@ class PortraitBodyModel(nn.Module):
         verts = self.vertices_mean + (codes @ self._vert_basis).view(B, -1, 3)
         heads = self.heads_mean + (codes @ self._head_basis).view(B, -1, 3)
         orient = self.orient_mean + (codes @ self._orient_basis).view(B, -1, 3, 3)
-        return verts, heads, polar_rotation(orient)
+        # The rest rotation is the nearest proper rotation of a linear matrix, as anny computes it.
+        # roma's special Procrustes has a damped gradient, finite even for equal singular values.
+        return verts, heads, roma.special_procrustes(orient)
 
     def _deltas(self, z_pose: torch.Tensor) -> torch.Tensor:
         """Delta rotations [B, J, 3, 3] in body axes: identity except the 6 controlled joints."""
@@ -224,16 +207,18 @@ class PortraitBodyModel(nn.Module):
             self._check(z_id, z_exp, z_pose, global_transform)
         if space not in ("scene", "body"):
             raise InputError(f"space must be 'scene' or 'body', got {space!r}")
+        B = z_id.shape[0]
         verts, heads, rest_rot = self._rest(z_id, z_exp)
-        W_rot, W_trans, T_rot, T_trans = self._forward_kinematics(heads, rest_rot, self._deltas(z_pose))
-        zero = torch.zeros_like(z_pose)
-        _, _, T0_rot, T0_trans = self._forward_kinematics(heads, rest_rot, self._deltas(zero))
+        # One kinematic chain for the posed and the zero pose together (halves per-op overhead).
+        deltas = self._deltas(torch.cat([z_pose, torch.zeros_like(z_pose)]))
+        W_rot, W_trans, T_rot, T_trans = self._forward_kinematics(heads.repeat(2, 1, 1), rest_rot.repeat(2, 1, 1, 1), deltas)
+        W_trans, T_rot, T0_rot = W_trans[:B], T_rot[:B], T_rot[B:]
+        T_trans, T0_trans = T_trans[:B], T_trans[B:]
 
         posed = self._skin(verts, T_rot, T_trans)
-        canonical = self._skin(verts, T0_rot, T0_trans)
         # Neutral expression: the bones barely depend on expression, so reuse the zero-pose chain.
-        neutral_rest = verts - (z_exp @ self._vert_basis[self.id_dim:]).view(verts.shape)
-        neutral = self._skin(neutral_rest, T0_rot, T0_trans)
+        neutral_rest = verts - (z_exp @ self._vert_basis[self.id_dim :]).view(verts.shape)
+        canonical, neutral = self._skin(torch.cat([verts, neutral_rest]), T0_rot.repeat(2, 1, 1, 1), T0_trans.repeat(2, 1, 1)).split(B)
 
         T = self._homogeneous(T_rot, T_trans)
         T0 = self._homogeneous(T0_rot, T0_trans)
