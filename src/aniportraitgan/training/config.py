@@ -81,6 +81,11 @@ class StageConfig:
     d_lr: float
     betas: tuple[float, float] = (0.0, 0.99)
     steps: int = 1000  # default length; `--steps` overrides
+    # Learning-rate multipliers of generator sub-networks (paper names M, phi, U, Dp, De).
+    # Dp starts as an averaging filter whose weights are 1/(kernel volume) ~ 1e-3 across 16x16
+    # channel pairs: at the common rate one Adam step (which moves every weight by about lr)
+    # would change its output by O(1), so it learns 100x slower.
+    lr_scale: dict[str, float] = field(default_factory=lambda: {"Dp": 0.01})
 
 
 @dataclass
@@ -92,6 +97,8 @@ class TrainConfig:
     disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    # GeneratorConfig fields that differ from the preset (e.g. fewer samples per ray for tests).
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
     # EMA half-life in thousands of images, with the StyleGAN2 ramp-up (fraction of images seen).
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -115,8 +122,8 @@ class TrainConfig:
             return TrainConfig(
                 name="tiny",
                 generator_preset="tiny",
-                stage1=StageConfig(32, 32, batch_size=4, g_lr=2e-3, d_lr=2e-3, steps=200),
-                stage2=StageConfig(64, 32, batch_size=4, g_lr=2e-3, d_lr=2e-3, steps=100),
+                stage1=StageConfig(32, 32, batch_size=4, g_lr=5e-4, d_lr=2e-3, steps=200),
+                stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=2e-3, steps=100),
                 disc=DiscriminatorConfig(channel_base=512, channel_max=32, mbstd_group=2),
                 loss=LossWeights(r1_gamma=0.1, r1_every=2),
                 ema_kimg=0.05,
@@ -177,6 +184,7 @@ class TrainConfig:
         d = self.to_dict()
         keep = {
             "generator_preset": d["generator_preset"],
+            "generator_overrides": d["generator_overrides"],
             "disc": d["disc"],
             "ablation": d["ablation"],
             "resolutions": [

@@ -131,7 +131,7 @@ def landmark_loss(
 # Names of the generator's aux terms for eqs. 10-13 and the LossWeights field of each. The
 # generator may use either the short or the long name; both are recognised.
 AUX_LOSS_KEYS: dict[str, tuple[str, ...]] = {
-    "imitation": ("imitation", "loss_imitation", "l_3dmm", "loss_3dmm"),
+    "imitation": ("exp_imitation", "imitation", "loss_imitation"),
     "pose_smooth": ("pose_smooth", "loss_pose_smooth"),
     "exp_smooth": ("exp_smooth", "loss_exp_smooth"),
     "exp_minimal": ("exp_minimal", "loss_exp_minimal"),
