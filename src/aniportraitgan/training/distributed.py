@@ -105,6 +105,24 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter]) -> None:
         offset += n
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Average floating-point buffers over ranks (e.g. the generator's running mean of mapping
+    outputs, which each rank updates with its own latents), so all ranks hold the same model."""
+    if not is_enabled():
+        return
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.reshape(-1) for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for b in bufs:
+        n = b.numel()
+        b.copy_(flat[offset : offset + n].view_as(b))
+        offset += n
+
+
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Mean of scalar logs over ranks (for reporting)."""
     if not is_enabled() or not values:

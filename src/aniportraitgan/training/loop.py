@@ -286,6 +286,11 @@ class Trainer:
         LOG.addHandler(handler)
         LOG.setLevel(logging.INFO)
         self._log_handler = handler
+        self._console_handler = None
+        if not self.opts.progress:  # no progress bar: show the log lines instead
+            self._console_handler = logging.StreamHandler()
+            self._console_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            LOG.addHandler(self._console_handler)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -302,6 +307,9 @@ class Trainer:
             LOG.removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
+        if getattr(self, "_console_handler", None) is not None:
+            LOG.removeHandler(self._console_handler)
+            self._console_handler = None
 
     def _load_dataset(self, stage: int):
         from aniportraitgan.data import LabelSampler, PortraitDataset
@@ -661,6 +669,8 @@ class Trainer:
         dist_utils.all_reduce_grads(g_params)
         self._step(opt_G)
         Ds.requires_grad_(True)
+
+        dist_utils.sync_buffers(self.G)
 
         # ---- EMA
         beta = ema_beta(cfg.stage(stage).batch_size, self.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
