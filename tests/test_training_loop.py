@@ -1,0 +1,199 @@
+"""The trainer on a tiny dataset: finite losses, exact resume, stage 2, ablations, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aniportraitgan.errors import AssetError, UserError
+from aniportraitgan.training.checkpoint import load_checkpoint, read_generator_file
+from aniportraitgan.training.config import TrainConfig
+from aniportraitgan.training.loop import RunOptions, StepBatches, Trainer, train
+
+
+def tiny_dataset(root: Path, num: int = 8) -> Path:
+    from aniportraitgan.data.synth import make_tiny_dataset
+
+    return make_tiny_dataset(root, num=num, resolution=32)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tiny_dataset(tmp_path_factory.mktemp("synth"), num=8)
+
+
+def test_config(**ablation) -> TrainConfig:
+    """The tiny preset made smaller still: 16 x 16 images, batch 2, few samples per ray."""
+    cfg = TrainConfig.preset("tiny")
+    cfg.stage1.portrait_resolution = cfg.stage1.face_resolution = 16
+    cfg.stage2.portrait_resolution, cfg.stage2.face_resolution = 32, 16
+    cfg.stage1.batch_size = cfg.stage2.batch_size = 2
+    cfg.generator_overrides = {"samples_per_ray": 8, "sr_map_resolution": 16, "sr_map_depth_samples": 12, "aux_points": 256}
+    cfg.checkpoint_every = 2
+    cfg.image_every = 0
+    cfg.log_every = 1
+    for k, v in ablation.items():
+        setattr(cfg.ablation, k, v)
+    return cfg
+
+
+test_config.__test__ = False  # a helper, not a test
+
+
+def opts(data: Path, out: Path, **kw) -> RunOptions:
+    return RunOptions(data=data, out=out, progress=False, **kw)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from aniportraitgan.training.checkpoint import CheckpointManager
+
+    return load_checkpoint(CheckpointManager(run).latest()).weights
+
+
+def test_step_batches_deterministic_and_rank_split():
+    full = StepBatches(5, 4, 0, 1, seed=3, stage=1, start_step=0, stop_step=4)
+    r0 = StepBatches(5, 4, 0, 2, seed=3, stage=1, start_step=0, stop_step=4)
+    r1 = StepBatches(5, 4, 1, 2, seed=3, stage=1, start_step=0, stop_step=4)
+    for s in range(4):
+        assert full.indices(s) == r0.indices(s) + r1.indices(s)
+    # Resuming at step 2 yields exactly the remaining batches.
+    tail = StepBatches(5, 4, 0, 1, seed=3, stage=1, start_step=2, stop_step=4)
+    assert list(tail) == [full.indices(2), full.indices(3)]
+    # Each epoch is a permutation of the samples.
+    stream = [i for s in range(5) for i in full.indices(s)]
+    assert sorted(stream[:5]) == list(range(5))
+    with pytest.raises(UserError, match="not divisible"):
+        StepBatches(5, 3, 0, 2, 0, 1, 0, 1)
+
+
+def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = test_config()
+    cfg.image_every = 2
+    cfg.loss.r1_every = 1
+    summary = train(cfg, opts(data_dir, run, steps=2))
+    logs = summary["stage1"]["last_logs"]
+    for key in ("D_whole", "D_face", "D_torso", "G_whole", "G_face", "G_torso", "R1_whole",
+                "imitation", "exp_smooth", "exp_minimal", "pose_smooth", "G_total"):
+        assert key in logs, key
+        assert np.isfinite(logs[key]), (key, logs[key])
+    assert (run / "config.json").is_file() and (run / "train.log").is_file()
+    assert TrainConfig.from_json((run / "config.json").read_text()) == cfg
+    assert list((run / "samples").glob("s1-*.png"))
+    assert list((run / "tensorboard").glob("events.*"))
+    weights, meta = read_generator_file(run / "generator.safetensors")
+    assert json.loads(meta["generator_config"])["samples_per_ray"] == 8
+    # The run folder refuses a second run without --resume.
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, opts(data_dir, run, steps=2))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_is_exact(data_dir, tmp_path):
+    cfg = test_config()
+    straight = tmp_path / "straight"
+    train(cfg, opts(data_dir, straight, steps=4))
+
+    broken = tmp_path / "broken"
+
+    def kill_at_3(stage, step):
+        if step == 3:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train(cfg, opts(data_dir, broken, steps=4, on_step=kill_at_3))
+    # Step 3 was lost; the newest checkpoint is step 2.
+    assert [p.name for p in (broken / "checkpoints").iterdir()] == ["s1-00000002"]
+    train(cfg, opts(data_dir, broken, steps=4, resume=True))
+
+    a, b = final_weights(straight), final_weights(broken)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_with_other_config_is_refused(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(test_config(), opts(data_dir, run, steps=1))
+    with pytest.raises(AssetError, match="another configuration"):
+        train(test_config(no_torso_disc=True), opts(data_dir, run, steps=2, resume=True))
+
+
+def test_corrupted_checkpoint_is_reported_on_resume(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(test_config(), opts(data_dir, run, steps=1))
+    w = next((run / "checkpoints").iterdir()) / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(AssetError, match="corrupted"):
+        train(test_config(), opts(data_dir, run, steps=2, resume=True))
+
+
+def test_stage_two_trains_only_superres(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = test_config()
+    train(cfg, opts(data_dir, run, stage="both", steps=1, stage2_steps=1))
+    ck = load_checkpoint(sorted((run / "checkpoints").iterdir())[-1])
+    assert ck.stage == 2
+    s1 = load_checkpoint(run / "checkpoints" / "s1-00000001")  # kept: stage 2 starts from it
+    w1, w2 = s1.weights, ck.weights
+    sr = [k for k in w2 if k.startswith("G.superres.")]
+    others = [k for k in w2 if k.startswith("G.") and not k.startswith("G.superres.") and "w_avg" not in k]
+    assert sr and others
+    assert any(not torch.equal(w1[k], w2[k]) for k in sr)
+    # Everything but U equals stage 1's EMA generator (frozen).
+    for k in others:
+        assert torch.equal(w1["G_ema." + k[2:]], w2[k]), k
+    # High-resolution discriminators of stage 2.
+    assert any(k.startswith("D2.whole.") for k in w2)
+
+
+@pytest.mark.parametrize("ablation", ["no_face_disc", "face_from_crop", "no_dp"])
+def test_ablations_run(data_dir, tmp_path, ablation):
+    run = tmp_path / ablation
+    summary = train(test_config(**{ablation: True}), opts(data_dir, run, steps=1))
+    logs = summary["stage1"]["last_logs"]
+    assert all(np.isfinite(v) for v in logs.values())
+    if ablation == "no_face_disc":
+        assert "D_face" not in logs and "D_torso" in logs
+    if ablation == "face_from_crop":
+        assert "D_face" in logs
+    if ablation == "no_dp":
+        assert logs.get("pose_smooth", 0.0) == 0.0
+
+
+def test_empty_and_mismatched_datasets(data_dir, tmp_path):
+    from aniportraitgan.data.dataset import load_labels, save_labels
+
+    with pytest.raises(AssetError):
+        train(test_config(), opts(tmp_path / "nope", tmp_path / "r0", steps=1))
+    (tmp_path / "not_a_dataset").mkdir()
+    with pytest.raises(AssetError, match="dataset card missing"):
+        train(test_config(), opts(tmp_path / "not_a_dataset", tmp_path / "r1", steps=1))
+    # A well-formed dataset with no samples.
+    from aniportraitgan.data.dataset import build_card, write_card
+
+    empty = tmp_path / "empty"
+    for sub in ("portraits", "faces"):
+        (empty / sub).mkdir(parents=True)
+    labels = {k: v[:0] for k, v in load_labels(data_dir / "labels.npz").items()}
+    save_labels(empty / "labels.npz", labels)
+    write_card(empty, build_card(labels, 32, 16, "test", "0"))
+    with pytest.raises(AssetError, match="empty"):
+        train(test_config(), opts(empty, tmp_path / "r3", steps=1))
+    # Labels of another body model (z_id of another size).
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    labels = load_labels(other / "labels.npz")
+    labels["z_id"] = np.zeros((len(labels["index"]), 12), np.float32)
+    save_labels(other / "labels.npz", labels)
+    with pytest.raises(AssetError, match="another body model"):
+        train(test_config(), opts(other, tmp_path / "r2", steps=1))
