@@ -56,6 +56,8 @@ class TexturedMesh:
     uvs: np.ndarray
     face_uvs: np.ndarray
     texture: np.ndarray
+    normals: np.ndarray | None = None  # [V, 3] unit vertex normals; computed when None
+    topology: "MeshTopology | None" = None  # precomputed render topology (reuse across frames)
 
     def validate(self) -> None:
         v, f, uv, fuv, tex = self.vertices, self.faces, self.uvs, self.face_uvs, self.texture
@@ -75,18 +77,45 @@ class TexturedMesh:
             raise InputError(f"face uv ids out of range [0, {len(uv)})")
         if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
             raise InputError(f"texture must be uint8 [H, W, 3], got {tex.dtype} {tuple(tex.shape)}")
+        if self.normals is not None and self.normals.shape != v.shape:
+            raise InputError(f"normals {tuple(self.normals.shape)} must match vertices {tuple(v.shape)}")
+
+
+@dataclass
+class MeshTopology:
+    """Indexed render layout of a mesh whose corners have their own UVs: one render vertex per
+    distinct (vertex, uv) pair. Depends on faces/face_uvs/uvs only, so build it once and reuse it
+    for every frame of the same mesh (pass it as `TexturedMesh.topology`)."""
+
+    vertex_ids: np.ndarray  # [U] mesh vertex of each render vertex
+    uvs: np.ndarray  # [U, 2] float32
+    indices: np.ndarray  # [F * 3] int32 render-vertex ids
+
+    @classmethod
+    def build(cls, faces: np.ndarray, face_uvs: np.ndarray, uvs: np.ndarray) -> "MeshTopology":
+        f = np.asarray(faces, dtype=np.int64).reshape(-1)
+        t = np.asarray(face_uvs, dtype=np.int64).reshape(-1)
+        pairs = f * (int(t.max(initial=0)) + 1) + t
+        uniq, inverse = np.unique(pairs, return_inverse=True)
+        first = np.zeros(len(uniq), dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(f))[::-1]
+        return cls(
+            vertex_ids=f[first],
+            uvs=np.ascontiguousarray(np.asarray(uvs, dtype=np.float32)[t[first]]),
+            indices=inverse.astype(np.int32).reshape(-1),
+        )
 
 
 @dataclass
 class RenderOutput:
     """rgb [H, W, 3] uint8 on a white (or given) background; alpha [H, W] float32 coverage in
     [0, 1] (fractional at anti-aliased edges); mask [H, W] bool (alpha >= 0.5); depth [H, W]
-    float32 camera-space z in metres (0 where nothing was drawn)."""
+    float32 camera-space z in metres (0 where nothing was drawn; None when not requested)."""
 
     rgb: np.ndarray
     alpha: np.ndarray
     mask: np.ndarray
-    depth: np.ndarray
+    depth: np.ndarray | None
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -166,10 +195,25 @@ class _Targets:
     attachments: list = field(default_factory=list)
 
 
+@dataclass
+class _Slot:
+    """GPU buffers of one uploaded mesh."""
+
+    topology: MeshTopology
+    dynamic: object  # position + normal per render vertex
+    uv: object
+    ibo: object
+    vao: object
+    texture: object
+    count: int
+
+
 class MeshRenderer:
     """Reusable rasterizer: one GL context, framebuffers cached per resolution.
 
     samples: MSAA sample count (0 or 1 disables multi-sampling). near/far: clip planes in metres.
+    `render` uploads meshes and draws one view; to draw several views of the same meshes
+    (e.g. a portrait and its face image) call `set_meshes` once and `draw` per view.
     """
 
     def __init__(self, samples: int = 4, near: float = 0.05, far: float = 50.0) -> None:
@@ -192,33 +236,38 @@ class MeshRenderer:
         self.samples = 0 if samples <= 1 else min(int(samples), max_samples)
         self.near, self.far = float(near), float(far)
         self.prog = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self._targets: dict[tuple[int, int], _Targets] = {}
-        self._textures: dict[tuple[int, int], object] = {}
-        self._vbo = None
-        self._vbo_bytes = 0
+        self._targets: dict[tuple[int, int, bool], _Targets] = {}
+        # GPU buffers per topology (kept while the topology object is alive in the cache) and
+        # textures per (mesh slot, size).
+        self._static: dict[int, tuple[MeshTopology, object, object]] = {}
+        self._textures: dict[tuple[int, int, int], object] = {}
+        self._dynamic: dict[int, tuple[object, int]] = {}
+        self._slots: list[_Slot] = []
 
     # -- resources -------------------------------------------------------------------------
-    def _get_targets(self, height: int, width: int) -> _Targets:
-        key = (height, width)
+    def _get_targets(self, height: int, width: int, with_depth: bool) -> _Targets:
+        key = (height, width, with_depth)
         if key not in self._targets:
             ctx, size, s = self.ctx, (width, height), self.samples
-            color = ctx.renderbuffer(size, components=4, samples=s)
-            depth_z = ctx.renderbuffer(size, components=1, dtype="f4", samples=s)
+            color = [ctx.renderbuffer(size, components=4, samples=s)]
+            if with_depth:
+                color.append(ctx.renderbuffer(size, components=1, dtype="f4", samples=s))
             zbuf = ctx.depth_renderbuffer(size, samples=s)
-            fbo = ctx.framebuffer(color_attachments=[color, depth_z], depth_attachment=zbuf)
+            fbo = ctx.framebuffer(color_attachments=color, depth_attachment=zbuf)
             resolve = None
-            atts = [color, depth_z, zbuf]
+            atts = color + [zbuf]
             if s:
-                rc = ctx.renderbuffer(size, components=4)
-                rz = ctx.renderbuffer(size, components=1, dtype="f4")
-                resolve = ctx.framebuffer(color_attachments=[rc, rz])
-                atts += [rc, rz]
+                rc = [ctx.renderbuffer(size, components=4)]
+                if with_depth:
+                    rc.append(ctx.renderbuffer(size, components=1, dtype="f4"))
+                resolve = ctx.framebuffer(color_attachments=rc)
+                atts += rc
             self._targets[key] = _Targets(fbo, resolve, atts)
         return self._targets[key]
 
-    def _get_texture(self, image: np.ndarray):
+    def _get_texture(self, slot: int, image: np.ndarray):
         h, w = image.shape[:2]
-        key = (h, w)
+        key = (slot, h, w)
         tex = self._textures.get(key)
         if tex is None:
             tex = self.ctx.texture((w, h), 3)
@@ -230,7 +279,36 @@ class MeshRenderer:
         tex.build_mipmaps()
         return tex
 
+    def _get_static(self, topo: MeshTopology):
+        entry = self._static.get(id(topo))
+        if entry is None or entry[0] is not topo:
+            if len(self._static) >= 8:  # drop the oldest topology
+                old_key = next(iter(self._static))
+                _, a, b = self._static.pop(old_key)
+                a.release()
+                b.release()
+            uv = self.ctx.buffer(np.ascontiguousarray(topo.uvs, dtype=np.float32).tobytes())
+            ibo = self.ctx.buffer(np.ascontiguousarray(topo.indices, dtype=np.int32).tobytes())
+            entry = (topo, uv, ibo)
+            self._static[id(topo)] = entry
+        return entry[1], entry[2]
+
+    def _get_dynamic(self, slot: int, nbytes: int):
+        buf, size = self._dynamic.get(slot, (None, 0))
+        if buf is None or size < nbytes:
+            if buf is not None:
+                buf.release()
+            buf = self.ctx.buffer(reserve=nbytes)
+            self._dynamic[slot] = (buf, nbytes)
+        return buf
+
+    def _release_vaos(self) -> None:
+        for sl in self._slots:
+            sl.vao.release()
+        self._slots = []
+
     def release(self) -> None:
+        self._release_vaos()
         for t in self._targets.values():
             for a in t.attachments:
                 a.release()
@@ -239,15 +317,44 @@ class MeshRenderer:
                 t.resolve.release()
         for tex in self._textures.values():
             tex.release()
+        for _, a, b in self._static.values():
+            a.release()
+            b.release()
+        for buf, _ in self._dynamic.values():
+            buf.release()
         self._targets.clear()
         self._textures.clear()
-        if self._vbo is not None:
-            self._vbo.release()
-            self._vbo = None
+        self._static.clear()
+        self._dynamic.clear()
         self.prog.release()
         self.ctx.release()
 
     # -- rendering -------------------------------------------------------------------------
+    def set_meshes(self, meshes: TexturedMesh | Sequence[TexturedMesh]) -> None:
+        """Upload geometry and textures; they stay until the next call."""
+        if isinstance(meshes, TexturedMesh):
+            meshes = [meshes]
+        self._release_vaos()
+        for i, mesh in enumerate(meshes):
+            mesh.validate()
+            topo = mesh.topology or MeshTopology.build(mesh.faces, mesh.face_uvs, mesh.uvs)
+            verts = np.asarray(mesh.vertices, dtype=np.float32)
+            normals = mesh.normals if mesh.normals is not None else vertex_normals(verts, np.asarray(mesh.faces, dtype=np.int64))
+            data = np.empty((len(topo.vertex_ids), 6), dtype=np.float32)
+            data[:, 0:3] = verts[topo.vertex_ids]
+            data[:, 3:6] = np.asarray(normals, dtype=np.float32)[topo.vertex_ids]
+            dyn = self._get_dynamic(i, data.nbytes)
+            dyn.write(data.tobytes())
+            uv, ibo = self._get_static(topo)
+            vao = self.ctx.vertex_array(
+                self.prog,
+                [(dyn, "3f 3f", "in_pos", "in_normal"), (uv, "2f", "in_uv")],
+                index_buffer=ibo,
+                index_element_size=4,
+            )
+            tex = self._get_texture(i, mesh.texture)
+            self._slots.append(_Slot(topo, dyn, uv, ibo, vao, tex, len(topo.indices)))
+
     def render(
         self,
         meshes: TexturedMesh | Sequence[TexturedMesh],
@@ -257,10 +364,24 @@ class MeshRenderer:
         width: int,
         light: Light | None = None,
         background: tuple[int, int, int] = (255, 255, 255),
+        with_depth: bool = True,
     ) -> RenderOutput:
         """Render meshes seen by a pinhole camera (c2w [4, 4], OpenCV axes, scene space)."""
-        if isinstance(meshes, TexturedMesh):
-            meshes = [meshes]
+        self.set_meshes(meshes)
+        return self.draw(c2w, fov_deg, height, width, light, background, with_depth)
+
+    def draw(
+        self,
+        c2w: np.ndarray,
+        fov_deg: float,
+        height: int,
+        width: int,
+        light: Light | None = None,
+        background: tuple[int, int, int] = (255, 255, 255),
+        with_depth: bool = True,
+    ) -> RenderOutput:
+        """Draw the meshes of the last `set_meshes` from one camera. `with_depth=False` skips
+        the depth output (faster); `depth` is then None."""
         c2w = np.asarray(c2w, dtype=np.float64)
         if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
             raise InputError(f"c2w must be a finite [4, 4] matrix, got shape {c2w.shape}")
@@ -288,36 +409,23 @@ class MeshRenderer:
         prog["diffuse"].value = float(light.diffuse)
         prog["cam_pos"].value = tuple(c2w[:3, 3].tolist())
 
-        tg = self._get_targets(height, width)
+        tg = self._get_targets(height, width, with_depth)
         tg.fbo.use()
         self.ctx.viewport = (0, 0, width, height)
         bg = tuple(c / 255.0 for c in background)
         tg.fbo.clear(*bg, 0.0, depth=1.0)
-        # Clear the depth colour attachment to 0 (background depth); clear() sets all of them
-        # to the same colour, so clear attachment 1 separately through a draw-buffer mask.
-        tg.fbo.color_mask = [(False, False, False, False), (True, False, False, False)]
-        tg.fbo.clear(0.0, 0.0, 0.0, 0.0)
-        tg.fbo.color_mask = [(True, True, True, True), (True, False, False, False)]
+        if with_depth:
+            # clear() sets every attachment to one colour: clear the depth attachment to 0
+            # (background depth) on its own through the colour mask.
+            tg.fbo.color_mask = [(False, False, False, False), (True, False, False, False)]
+            tg.fbo.clear(0.0, 0.0, 0.0, 0.0)
+            tg.fbo.color_mask = [(True, True, True, True), (True, False, False, False)]
         self.ctx.enable(self._moderngl.DEPTH_TEST)
         self.ctx.disable(self._moderngl.CULL_FACE)
-
-        for mesh in meshes:
-            mesh.validate()
-            data = _interleave(mesh)
-            if self._vbo is None or self._vbo_bytes < data.nbytes:
-                if self._vbo is not None:
-                    self._vbo.release()
-                self._vbo = self.ctx.buffer(reserve=data.nbytes)
-                self._vbo_bytes = data.nbytes
-            self._vbo.write(data.tobytes())
-            tex = self._get_texture(mesh.texture)
-            tex.use(0)
-            prog["tex"].value = 0
-            vao = self.ctx.vertex_array(
-                prog, [(self._vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")]
-            )
-            vao.render(self._moderngl.TRIANGLES, vertices=len(mesh.faces) * 3)
-            vao.release()
+        prog["tex"].value = 0
+        for sl in self._slots:
+            sl.texture.use(0)
+            sl.vao.render(self._moderngl.TRIANGLES, vertices=sl.count)
 
         src = tg.fbo
         if tg.resolve is not None:
@@ -325,25 +433,13 @@ class MeshRenderer:
             src = tg.resolve
         rgba = np.frombuffer(src.read(components=4, attachment=0), dtype=np.uint8)
         rgba = rgba.reshape(height, width, 4)
-        zsum = np.frombuffer(src.read(components=1, attachment=1, dtype="f4"), dtype=np.float32)
-        zsum = zsum.reshape(height, width)
         alpha = rgba[..., 3].astype(np.float32) / 255.0
-        # With MSAA the resolved depth is mean(z over covered samples) * coverage.
-        depth = np.where(alpha > 0, zsum / np.maximum(alpha, 1e-6), 0.0).astype(np.float32)
+        depth = None
+        if with_depth:
+            zsum = np.frombuffer(src.read(components=1, attachment=1, dtype="f4"), dtype=np.float32)
+            zsum = zsum.reshape(height, width)
+            # With MSAA the resolved depth is mean(z over covered samples) * coverage.
+            depth = np.where(alpha > 0, zsum / np.maximum(alpha, 1e-6), 0.0).astype(np.float32)
         return RenderOutput(
             rgb=np.ascontiguousarray(rgba[..., :3]), alpha=alpha, mask=alpha >= 0.5, depth=depth
         )
-
-
-def _interleave(mesh: TexturedMesh) -> np.ndarray:
-    """Per-corner vertex stream [F*3, 8] float32: position, smooth normal, uv."""
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    verts = np.asarray(mesh.vertices, dtype=np.float32)
-    normals = vertex_normals(verts, faces)
-    corner_v = faces.reshape(-1)
-    corner_t = np.asarray(mesh.face_uvs, dtype=np.int64).reshape(-1)
-    out = np.empty((len(corner_v), 8), dtype=np.float32)
-    out[:, 0:3] = verts[corner_v]
-    out[:, 3:6] = normals[corner_v]
-    out[:, 6:8] = np.asarray(mesh.uvs, dtype=np.float32)[corner_t]
-    return out

@@ -1,0 +1,501 @@
+"""SynthPortraits: rendered head-and-shoulder portraits of the body model with exact labels.
+
+Each sample k of a dataset with seed S is a pure function of (S, k): its labels, appearance and
+light come from `numpy.random.default_rng(SeedSequence([S, k]))`, and the body model runs on
+fixed chunks of CHUNK consecutive samples (the batch composition never depends on the worker
+count or on which samples were already on disk). Hence re-running fills only missing images
+and any worker count gives byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aniportraitgan.data.dataset import (
+    CARD_FILE,
+    FACE_DIR,
+    LABELS_FILE,
+    PORTRAIT_DIR,
+    atomic_write_bytes,
+    build_card,
+    face_path,
+    image_name,
+    portrait_path,
+    save_labels,
+    write_card,
+)
+from aniportraitgan.errors import InputError, UserError
+
+GENERATOR = "aniportraitgan.data.synth"
+GENERATOR_VERSION = "1"
+CHUNK = 16  # samples per body-model batch; fixed so that results do not depend on scheduling
+
+
+@dataclass
+class LabelPriors:
+    """How labels are drawn (angles in degrees). Ranges are truncated normals: std = range/2,
+    clipped to +-range, so most samples are near frontal/neutral, as in portrait photos."""
+
+    head_yaw: float = 35.0
+    head_pitch: float = 20.0
+    head_roll: float = 10.0
+    neck_share: float = 0.4  # part of the head rotation carried by the neck joint
+    collar: float = 8.0  # clavicle rotation range (shrug / forward)
+    shoulder: float = 15.0  # upper-arm rotation range
+    cam_yaw: float = 30.0
+    cam_pitch: float = 15.0
+    # Framing follows the person, as crops of real photos do: the look-at point is the posed
+    # neck base (neck01 joint) plus `look_at` and the radius is drawn from `cam_radius`, both
+    # scaled by the person's neck-to-head-centre distance over that of the mean body.
+    cam_radius: tuple[float, float] = (1.55, 1.75)  # metres for the mean body, uniform
+    cam_fov: float = 20.0
+    look_at: tuple[float, float, float] = (0.0, 0.07, 0.0)  # metres above the neck base (mean body)
+    look_at_jitter: float = 0.01  # metres (std, per axis)
+    exp_neutral: float = 0.10  # share of samples with an exactly neutral face
+    exp_strong: float = 0.20  # share of samples with one or two strong expressions
+    exp_mild_count: float = 3.0  # Poisson mean of mildly active coefficients
+    exp_mild_max: float = 0.35
+    exp_symmetric: float = 0.7  # chance that a Left/Right coefficient is mirrored
+    id_std: float = 1.0  # z_id ~ N(0, id_std^2)
+    light_azimuth: float = 60.0
+    light_elevation: tuple[float, float] = (0.0, 60.0)
+    ambient: tuple[float, float] = (0.35, 0.6)
+    diffuse: tuple[float, float] = (0.35, 0.65)
+
+
+@dataclass
+class SynthConfig:
+    num: int = 1000
+    resolution: int = 512
+    seed: int = 0
+    workers: int = 2
+    msaa: int = 4
+    texture_size: int | None = None  # default: 2 x resolution, clipped to [256, 1024]
+    png_compress: int = 1  # zlib level for PNGs (1: fast, a little larger)
+    priors: LabelPriors = field(default_factory=LabelPriors)
+    long_hair_fraction: float = 0.3
+    progress: bool = True
+
+    @property
+    def face_resolution(self) -> int:
+        return max(self.resolution // 2, 8)
+
+    def resolved_texture_size(self) -> int:
+        if self.texture_size:
+            return int(self.texture_size)
+        return int(min(max(2 ** math.ceil(math.log2(2 * self.resolution)), 256), 1024))
+
+    def validate(self) -> None:
+        if not isinstance(self.num, int) or self.num < 0:
+            raise InputError(f"num must be a non-negative int, got {self.num!r}")
+        if not isinstance(self.resolution, int) or self.resolution < 16:
+            raise InputError(f"resolution must be an int >= 16, got {self.resolution!r}")
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1, got {self.workers}")
+        if not 0.0 <= self.long_hair_fraction <= 1.0:
+            raise InputError(f"long_hair_fraction must be in [0, 1], got {self.long_hair_fraction}")
+
+
+# ------------------------------------------------------------------------------ label priors
+
+
+def _tnormal(rng: np.random.Generator, limit: float, size=None) -> np.ndarray:
+    """Normal with std limit/2, clipped at +-limit (degrees in, radians out)."""
+    return np.radians(np.clip(rng.normal(0.0, limit / 2.0, size), -limit, limit))
+
+
+def _rotvec_yxz(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("YXZ", [yaw, pitch, roll]).as_rotvec()
+
+
+def sample_expression(rng: np.random.Generator, names: list[str], pr: LabelPriors) -> np.ndarray:
+    """Mostly near neutral, sometimes strong; Left/Right pairs are usually mirrored."""
+    E = len(names)
+    z = np.zeros(E)
+    index = {n: i for i, n in enumerate(names)}
+
+    def put(i: int, value: float) -> None:
+        z[i] = max(z[i], value)
+        n = names[i]
+        for a, b in (("Left", "Right"), ("Right", "Left")):
+            if n.endswith(a) and n[: -len(a)] + b in index and rng.uniform() < pr.exp_symmetric:
+                j = index[n[: -len(a)] + b]
+                z[j] = max(z[j], value * rng.uniform(0.85, 1.0))
+
+    u = rng.uniform()
+    if u < pr.exp_neutral:
+        return z.astype(np.float32)
+    for i in rng.choice(E, size=min(rng.poisson(pr.exp_mild_count), E), replace=False):
+        put(int(i), rng.uniform(0.0, pr.exp_mild_max))
+    if u > 1.0 - pr.exp_strong:
+        for i in rng.choice(E, size=int(rng.integers(1, 3)), replace=False):
+            put(int(i), rng.uniform(0.5, 1.0))
+    return np.clip(z, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class SampleDraw:
+    z_id: np.ndarray
+    z_exp: np.ndarray
+    z_pose: np.ndarray
+    cam_yaw: float
+    cam_pitch: float
+    cam_radius: float
+    cam_fov: float
+    cam_look_at: np.ndarray
+    light_dir: np.ndarray
+    ambient: float
+    diffuse: float
+    appearance_seed: int
+
+
+def draw_sample(seed: int, index: int, id_dim: int, exp_names: list[str], pr: LabelPriors) -> SampleDraw:
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    z_id = (rng.normal(size=id_dim) * pr.id_std).astype(np.float32)
+    z_exp = sample_expression(rng, exp_names, pr)
+    yaw, pitch, roll = _tnormal(rng, pr.head_yaw), _tnormal(rng, pr.head_pitch), _tnormal(rng, pr.head_roll)
+    s = pr.neck_share
+    z_pose = np.zeros((6, 3))
+    z_pose[0] = _rotvec_yxz(s * yaw, s * pitch, s * roll)  # neck
+    z_pose[3] = _rotvec_yxz((1 - s) * yaw, (1 - s) * pitch, (1 - s) * roll)  # head
+    for j in (1, 2):  # collars: shrug (about the forward axis) and forward/back (about up)
+        z_pose[j] = [0.0, _tnormal(rng, pr.collar) * 0.5, _tnormal(rng, pr.collar)]
+    for j in (4, 5):  # shoulders: raise/lower the arm and swing it forward/back
+        z_pose[j] = [_tnormal(rng, pr.shoulder) * 0.6, 0.0, _tnormal(rng, pr.shoulder)]
+    look = np.asarray(pr.look_at) + rng.normal(0.0, pr.look_at_jitter, 3)
+    az = np.radians(rng.uniform(-pr.light_azimuth, pr.light_azimuth))
+    el = np.radians(rng.uniform(*pr.light_elevation))
+    light = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+    return SampleDraw(
+        z_id=z_id,
+        z_exp=z_exp,
+        z_pose=z_pose.astype(np.float32),
+        cam_yaw=float(_tnormal(rng, pr.cam_yaw)),
+        cam_pitch=float(_tnormal(rng, pr.cam_pitch)),
+        cam_radius=float(rng.uniform(*pr.cam_radius)),
+        cam_fov=float(pr.cam_fov),
+        cam_look_at=look.astype(np.float32),
+        light_dir=light.astype(np.float32),
+        ambient=float(rng.uniform(*pr.ambient)),
+        diffuse=float(rng.uniform(*pr.diffuse)),
+        appearance_seed=int(rng.integers(2**63 - 1)),
+    )
+
+
+# ---------------------------------------------------------------------------------- worker
+
+
+class SynthWorker:
+    """Per-process state: body model, GL renderer, UV geometry. Renders chunks of samples."""
+
+    def __init__(self, config: SynthConfig) -> None:
+        import torch
+
+        from aniportraitgan.body import PortraitBodyModel
+        from aniportraitgan.render import MeshRenderer, MeshTopology
+        from aniportraitgan.render.appearance import AppearanceConfig, build_skirt, portrait_uv_layout, texel_geometry
+
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.config = config
+        self.body = PortraitBodyModel.load()
+        self.renderer = MeshRenderer(samples=config.msaa)
+        self.geo = texel_geometry(self.body, config.resolved_texture_size())
+        self.uvs, self.face_uvs = portrait_uv_layout(self.body)
+        self.faces = self.body.faces.numpy().astype(np.int64)
+        with torch.no_grad():
+            neutral = self.body(*self.body.neutral_codes(1)).vertices[0].numpy()
+        self.skirt = build_skirt(self.faces, self.face_uvs, neutral)
+        self.all_faces = np.concatenate([self.faces, self.skirt.faces])
+        self.all_face_uvs = np.concatenate([self.face_uvs, self.skirt.face_uvs])
+        self.topology = MeshTopology.build(self.all_faces, self.all_face_uvs, self.uvs)
+        self.all_faces_t = torch.from_numpy(self.all_faces)
+        self._shell_topology = None
+        w = self.body.skinning_weights.numpy()
+        names = self.body.bone_names
+        self.head_index = names.index("head")
+        self.neck_index = names.index("neck01")
+        with torch.no_grad():
+            mean = self.body(*self.body.neutral_codes(1))
+        self.ref_neck_to_head = float((mean.head_center[0] - mean.joints[0, self.neck_index]).norm())
+        self.head_weight = w[:, names.index("head")] + w[:, names.index("eye.L")] + w[:, names.index("eye.R")]
+        self.appearance = AppearanceConfig(texture_size=self.geo.size, long_hair_fraction=config.long_hair_fraction)
+
+    def run_chunk(self, start: int, stop: int, render: set[int], out_dir: str) -> dict[str, np.ndarray]:
+        """Labels of samples [start, stop); renders and writes the images of those in `render`."""
+        torch = self.torch
+        from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
+        from aniportraitgan.render import Light, MeshTopology, TexturedMesh
+        from aniportraitgan.render.appearance import build_hair_shell, paint_texture, sample_appearance
+
+        cfg = self.config
+        R, Rf = cfg.resolution, cfg.face_resolution
+        draws = [draw_sample(cfg.seed, k, self.body.id_dim, self.body.expression_names, cfg.priors) for k in range(start, stop)]
+        z_id = torch.from_numpy(np.stack([d.z_id for d in draws]))
+        z_exp = torch.from_numpy(np.stack([d.z_exp for d in draws]))
+        z_pose = torch.from_numpy(np.stack([d.z_pose for d in draws]))
+        with torch.no_grad():
+            out = self.body(z_id, z_exp, z_pose)
+            neck = out.joints[:, self.neck_index]
+            size = (out.head_center - neck).norm(dim=-1) / self.ref_neck_to_head  # [n]
+            radius = torch.tensor([d.cam_radius for d in draws]) * size
+            look_at = neck + torch.from_numpy(np.stack([d.cam_look_at for d in draws])) * size[:, None]
+            for b, d in enumerate(draws):
+                d.cam_radius = float(radius[b])
+                d.cam_look_at = look_at[b].numpy().astype(np.float32)
+            cams = look_at_cameras(
+                torch.tensor([d.cam_yaw for d in draws]),
+                torch.tensor([d.cam_pitch for d in draws]),
+                radius,
+                torch.tensor([d.cam_fov for d in draws]),
+                look_at,
+            )
+            face = matching_face_cameras(cams, out.head_center, out.head_rotation)
+            from aniportraitgan.cameras import face_angles_from_main
+
+            f_yaw, f_pitch = face_angles_from_main(cams, out.head_center, out.head_rotation)
+            lm, _ = cams.project(out.landmarks, R, R)
+            flm, _ = face.project(out.landmarks, Rf, Rf)
+        n = stop - start
+        long_hair = np.zeros(n, dtype=bool)
+        verts_t = torch.cat([out.vertices, self.skirt.extend_batch(out.vertices)], 1)
+        verts = verts_t.numpy()
+        normals = batch_vertex_normals(verts_t, self.all_faces_t).numpy()
+        neutral = out.neutral_vertices.numpy()
+        bone_T = out.bone_transforms[:, self.head_index].numpy()
+        head_c = out.head_center.numpy()
+        for b, d in enumerate(draws):
+            k = start + b
+            rng = np.random.default_rng(d.appearance_seed)
+            p = sample_appearance(rng, self.appearance)
+            long_hair[b] = p.long_hair
+            if k not in render:
+                continue
+            tex = paint_texture(self.geo, p, rng)
+            meshes = [TexturedMesh(verts[b], self.all_faces, self.uvs, self.all_face_uvs, tex, normals[b], self.topology)]
+            if p.long_hair:
+                T = bone_T[b]
+                # The shell is built around this identity's zero-pose head and moves with the head bone.
+                centre0 = np.linalg.solve(T[:3, :3], head_c[b] - T[:3, 3])
+                shell = build_hair_shell(neutral[b], self.head_weight, centre0, p, rng)
+                hv = shell.vertices @ T[:3, :3].T + T[:3, 3]
+                if self._shell_topology is None or len(self._shell_topology.indices) != shell.faces.size:
+                    self._shell_topology = MeshTopology.build(shell.faces, shell.faces, shell.uvs)
+                meshes.append(TexturedMesh(hv.astype(np.float32), shell.faces, shell.uvs, shell.faces, shell.texture, topology=self._shell_topology))
+            light = Light(tuple(d.light_dir.tolist()), ambient=d.ambient, diffuse=d.diffuse)
+            self.renderer.set_meshes(meshes)
+            img = self.renderer.draw(cams.c2w[b].numpy(), float(cams.fov_deg[b]), R, R, light, with_depth=False)
+            fimg = self.renderer.draw(face.c2w[b].numpy(), float(face.fov_deg[b]), Rf, Rf, light, with_depth=False)
+            _write_png(portrait_path(out_dir, k), img.rgb, cfg.png_compress)
+            _write_png(face_path(out_dir, k), fimg.rgb, cfg.png_compress)
+        return {
+            "index": np.arange(start, stop, dtype=np.int64),
+            "z_id": z_id.numpy(),
+            "z_exp": z_exp.numpy(),
+            "z_pose": z_pose.numpy(),
+            "cam_yaw": np.array([d.cam_yaw for d in draws], np.float32),
+            "cam_pitch": np.array([d.cam_pitch for d in draws], np.float32),
+            "cam_radius": np.array([d.cam_radius for d in draws], np.float32),
+            "cam_fov": np.array([d.cam_fov for d in draws], np.float32),
+            "cam_look_at": np.stack([d.cam_look_at for d in draws]).astype(np.float32),
+            "c2w": cams.c2w.numpy().astype(np.float32),
+            "face_yaw": f_yaw.numpy().astype(np.float32),
+            "face_pitch": f_pitch.numpy().astype(np.float32),
+            "face_c2w": face.c2w.numpy().astype(np.float32),
+            "face_fov": face.fov_deg.numpy().astype(np.float32),
+            "head_center": out.head_center.numpy().astype(np.float32),
+            "head_rotation": out.head_rotation.numpy().astype(np.float32),
+            "landmarks": lm.numpy().astype(np.float32),
+            "face_landmarks": flm.numpy().astype(np.float32),
+            "long_hair": long_hair,
+            "light_dir": np.stack([d.light_dir for d in draws]).astype(np.float32),
+        }
+
+    def close(self) -> None:
+        self.renderer.release()
+
+
+def batch_vertex_normals(verts, faces):
+    """Area-weighted unit vertex normals of a batch: verts [B, V, 3] (torch), faces [F, 3] long."""
+    import torch
+
+    tri = verts[:, faces]  # [B, F, 3, 3]
+    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    n = torch.zeros_like(verts)
+    for k in range(3):
+        n.index_add_(1, faces[:, k], fn)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _write_png(path: Path, rgb: np.ndarray, level: int) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=level)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# Multiprocessing plumbing: one worker (and one GL context) per process.
+_WORKER: SynthWorker | None = None
+
+
+def _init_worker(config: SynthConfig) -> None:
+    global _WORKER
+    # llvmpipe would start a thread per core in every process; the processes already fill the cores.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    _WORKER = SynthWorker(config)
+
+
+def _run_chunk(args) -> tuple[dict[str, np.ndarray], int]:
+    start, stop, render, out_dir = args
+    assert _WORKER is not None
+    return _WORKER.run_chunk(start, stop, render, out_dir), len(render)
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+@dataclass
+class SynthReport:
+    root: str
+    num_samples: int
+    rendered: int
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _settings(config: SynthConfig) -> dict[str, Any]:
+    return {
+        "seed": config.seed,
+        "resolution": config.resolution,
+        "face_resolution": config.face_resolution,
+        "texture_size": config.resolved_texture_size(),
+        "msaa": config.msaa,
+        "long_hair_fraction": config.long_hair_fraction,
+        "priors": asdict(config.priors),
+        "generator_version": GENERATOR_VERSION,
+    }
+
+
+def _missing(root: Path, num: int) -> list[int]:
+    have_p = set(os.listdir(root / PORTRAIT_DIR))
+    have_f = set(os.listdir(root / FACE_DIR))
+    return [k for k in range(num) if image_name(k) not in have_p or image_name(k) not in have_f]
+
+
+def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
+    """Build (or complete) a synthetic dataset in `out`."""
+    import json
+
+    from tqdm import tqdm
+
+    config.validate()
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PORTRAIT_DIR).mkdir(exist_ok=True)
+    (root / FACE_DIR).mkdir(exist_ok=True)
+    settings = _settings(config)
+    card_path = root / CARD_FILE
+    if card_path.exists():
+        try:
+            old = json.loads(card_path.read_text()).get("synth_settings")
+        except ValueError:
+            old = None
+        if old is not None and json.loads(json.dumps(settings)) != old:
+            diff = sorted(k for k in settings if json.loads(json.dumps(settings[k])) != old.get(k))
+            raise UserError(
+                f"{root} holds a synthetic dataset made with other settings ({', '.join(diff)}); "
+                "use another folder (or delete it) to change them"
+            )
+    extra = sorted(
+        int(p[:-4]) for d in (PORTRAIT_DIR, FACE_DIR) for p in os.listdir(root / d)
+        if p.endswith(".png") and p[:-4].isdigit() and int(p[:-4]) >= config.num
+    )
+    if extra:
+        raise UserError(f"{root} already holds samples beyond --num {config.num} (e.g. {image_name(extra[0])}); use a larger --num or another folder")
+    # A provisional card records the settings, so that a resumed run cannot mix settings.
+    write_card(root, {"format": "aniportraitgan-portraits", "format_version": 1, "complete": False,
+                      "num_samples": config.num, "resolution": config.resolution,
+                      "face_resolution": config.face_resolution, "synth_settings": settings})
+    missing = set(_missing(root, config.num))
+    tasks = [(s, min(s + CHUNK, config.num), {k for k in range(s, min(s + CHUNK, config.num)) if k in missing}, str(root))
+             for s in range(0, config.num, CHUNK)]
+    t0 = time.time()
+    parts: list[dict[str, np.ndarray]] = []
+    rendered = 0
+    bar = tqdm(total=config.num, unit="sample", desc="synth", disable=not config.progress, initial=config.num - len(missing))
+    workers = min(config.workers, max(1, len(missing) // CHUNK + 1))
+    if workers <= 1:
+        worker = SynthWorker(config)
+        try:
+            for t in tasks:
+                parts.append(worker.run_chunk(*t))
+                rendered += len(t[2])
+                bar.update(len(t[2]))
+        finally:
+            worker.close()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a fresh process per GL context (no forked GL/driver state)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+            for labels, count in pool.imap(_run_chunk, tasks):
+                parts.append(labels)
+                rendered += count
+                bar.update(count)
+    bar.close()
+    seconds = time.time() - t0
+    labels = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    if labels:
+        save_labels(root / LABELS_FILE, labels)
+        from aniportraitgan import __version__
+        from aniportraitgan.body import PortraitBodyModel
+
+        body_meta = PortraitBodyModel.load().meta
+        card = build_card(
+            labels,
+            config.resolution,
+            config.face_resolution,
+            GENERATOR,
+            f"{GENERATOR_VERSION} (aniportraitgan {__version__})",
+            source="synthetic",
+            complete=True,
+            synth_settings=settings,
+            priors=asdict(config.priors),
+            body_model={"source": body_meta.get("source"), "expression_names": list(body_meta.get("expression_names", []))},
+            label_notes={
+                "z_pose": "axis-angle radians in scene axes; joints neck, left collar, right collar, head, left shoulder, right shoulder",
+                "landmarks": "iBUG 68 points of the posed body model projected into the portrait, pixels (u right, v down; pixel centres at +0.5)",
+                "face_landmarks": "the same points projected into the face image",
+                "cam_*": "main camera: look_at_cameras(yaw, pitch, radius, fov, look_at) of aniportraitgan.cameras",
+                "face_*": "the matching face camera (matching_face_cameras): head-relative yaw/pitch",
+            },
+        )
+        write_card(root, card)
+    return SynthReport(str(root), config.num, rendered, seconds)
+
+
+def make_tiny_dataset(path: str | os.PathLike, num: int = 64, resolution: int = 64, seed: int = 0, workers: int = 1) -> Path:
+    """A small synthetic dataset for tests of later stages (64 samples at 64x64 in seconds)."""
+    cfg = SynthConfig(num=num, resolution=resolution, seed=seed, workers=workers, progress=False)
+    synthesize(path, cfg)
+    return Path(path)
+
+
+def config_dict(config: SynthConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
