@@ -231,8 +231,9 @@ class SynthWorker:
         self.head_weight = w[:, names.index("head")] + w[:, names.index("eye.L")] + w[:, names.index("eye.R")]
         self.appearance = AppearanceConfig(texture_size=self.geo.size, long_hair_fraction=config.long_hair_fraction)
 
-    def run_chunk(self, start: int, stop: int, render: set[int], out_dir: str) -> dict[str, np.ndarray]:
-        """Labels of samples [start, stop); renders and writes the images of those in `render`."""
+    def run_chunk(self, start: int, stop: int, render: dict[int, tuple[bool, bool]], out_dir: str) -> dict[str, np.ndarray]:
+        """Labels of samples [start, stop); writes the missing images listed in `render`
+        (sample -> (portrait missing, face missing))."""
         torch = self.torch
         from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
         from aniportraitgan.render import Light, MeshTopology, TexturedMesh
@@ -240,7 +241,9 @@ class SynthWorker:
 
         cfg = self.config
         R, Rf = cfg.resolution, cfg.face_resolution
-        draws = [draw_sample(cfg.seed, k, self.body.id_dim, self.body.expression_names, cfg.priors) for k in range(start, stop)]
+        # Always a full chunk through the body model (the tail is dropped), so that a sample's
+        # numbers never depend on how many samples the dataset has.
+        draws = [draw_sample(cfg.seed, k, self.body.id_dim, self.body.expression_names, cfg.priors) for k in range(start, start + CHUNK)]
         z_id = torch.from_numpy(np.stack([d.z_id for d in draws]))
         z_exp = torch.from_numpy(np.stack([d.z_exp for d in draws]))
         z_pose = torch.from_numpy(np.stack([d.z_pose for d in draws]))
@@ -267,6 +270,10 @@ class SynthWorker:
             lm, _ = cams.project(out.landmarks, R, R)
             flm, _ = face.project(out.landmarks, Rf, Rf)
         n = stop - start
+        draws = draws[:n]
+        z_id, z_exp, z_pose = z_id[:n], z_exp[:n], z_pose[:n]
+        out = dataclasses.replace(out, **{f.name: getattr(out, f.name)[:n] for f in dataclasses.fields(out) if f.name != "space"})
+        cams, face, lm, flm, f_yaw, f_pitch = cams[:n], face[:n], lm[:n], flm[:n], f_yaw[:n], f_pitch[:n]
         long_hair = np.zeros(n, dtype=bool)
         verts_t = torch.cat([out.vertices, self.skirt.extend_batch(out.vertices)], 1)
         verts = verts_t.numpy()
@@ -294,10 +301,13 @@ class SynthWorker:
                 meshes.append(TexturedMesh(hv.astype(np.float32), shell.faces, shell.uvs, shell.faces, shell.texture, topology=self._shell_topology))
             light = Light(tuple(d.light_dir.tolist()), ambient=d.ambient, diffuse=d.diffuse)
             self.renderer.set_meshes(meshes)
-            img = self.renderer.draw(cams.c2w[b].numpy(), float(cams.fov_deg[b]), R, R, light, with_depth=False)
-            fimg = self.renderer.draw(face.c2w[b].numpy(), float(face.fov_deg[b]), Rf, Rf, light, with_depth=False)
-            _write_png(portrait_path(out_dir, k), img.rgb, cfg.png_compress)
-            _write_png(face_path(out_dir, k), fimg.rgb, cfg.png_compress)
+            need_portrait, need_face = render[k]
+            if need_portrait:
+                img = self.renderer.draw(cams.c2w[b].numpy(), float(cams.fov_deg[b]), R, R, light, with_depth=False)
+                _write_png(portrait_path(out_dir, k), img.rgb, cfg.png_compress)
+            if need_face:
+                fimg = self.renderer.draw(face.c2w[b].numpy(), float(face.fov_deg[b]), Rf, Rf, light, with_depth=False)
+                _write_png(face_path(out_dir, k), fimg.rgb, cfg.png_compress)
         return {
             "index": np.arange(start, stop, dtype=np.int64),
             "z_id": z_id.numpy(),
@@ -392,10 +402,16 @@ def _settings(config: SynthConfig) -> dict[str, Any]:
     }
 
 
-def _missing(root: Path, num: int) -> list[int]:
+def _missing(root: Path, num: int) -> dict[int, tuple[bool, bool]]:
+    """sample -> (portrait missing, face missing), for samples missing at least one image."""
     have_p = set(os.listdir(root / PORTRAIT_DIR))
     have_f = set(os.listdir(root / FACE_DIR))
-    return [k for k in range(num) if image_name(k) not in have_p or image_name(k) not in have_f]
+    out = {}
+    for k in range(num):
+        need = (image_name(k) not in have_p, image_name(k) not in have_f)
+        if any(need):
+            out[k] = need
+    return out
 
 
 def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
@@ -432,8 +448,8 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     write_card(root, {"format": "aniportraitgan-portraits", "format_version": 1, "complete": False,
                       "num_samples": config.num, "resolution": config.resolution,
                       "face_resolution": config.face_resolution, "synth_settings": settings})
-    missing = set(_missing(root, config.num))
-    tasks = [(s, min(s + CHUNK, config.num), {k for k in range(s, min(s + CHUNK, config.num)) if k in missing}, str(root))
+    missing = _missing(root, config.num)
+    tasks = [(s, min(s + CHUNK, config.num), {k: missing[k] for k in range(s, min(s + CHUNK, config.num)) if k in missing}, str(root))
              for s in range(0, config.num, CHUNK)]
     t0 = time.time()
     parts: list[dict[str, np.ndarray]] = []
