@@ -127,7 +127,7 @@ class BodyFrames:
 
     def __init__(self, body, z_id: torch.Tensor | None = None, resolution: int = 128,
                  camera: CameraSetup | None = None, renderer=None) -> None:
-        from aniportraitgan.render import TexturedMesh
+        from aniportraitgan.render.rasterizer import MeshTopology, TexturedMesh
 
         self.body = body
         self.resolution = _check_resolution(resolution)
@@ -135,11 +135,11 @@ class BodyFrames:
         self.renderer = renderer if renderer is not None else make_mesh_renderer()
         dev = body.faces.device
         self.z_id = (torch.zeros(1, body.id_dim) if z_id is None else z_id.detach().reshape(1, -1)).float().to(dev)
-        faces = body.faces.cpu().numpy()
+        faces, uvs, face_uvs = (t.cpu().numpy() for t in (body.faces, body.uvs, body.face_uvs))
         self._mesh = TexturedMesh(
-            vertices=np.zeros((body.num_vertices, 3), np.float32), faces=faces,
-            uvs=body.uvs.cpu().numpy(), face_uvs=body.face_uvs.cpu().numpy(),
+            vertices=np.zeros((body.num_vertices, 3), np.float32), faces=faces, uvs=uvs, face_uvs=face_uvs,
             texture=np.full((4, 4, 3), BODY_ALBEDO, np.uint8),
+            topology=MeshTopology.build(faces, face_uvs, uvs),  # shared by every frame
         )
 
     @torch.no_grad()
@@ -153,7 +153,8 @@ class BodyFrames:
         frames = []
         for b in range(B):
             self._mesh.vertices = verts[b]
-            r = self.renderer.render(self._mesh, c2w[b], self.camera.fov_deg, self.resolution, self.resolution)
+            r = self.renderer.render(self._mesh, c2w[b], self.camera.fov_deg, self.resolution, self.resolution,
+                                     with_depth=False)
             frames.append(r.rgb)
         return np.stack(frames)
 
