@@ -154,3 +154,15 @@ def test_corrupted_prior_is_an_asset_error(tiny, tmp_path, body):
     save_file(w, str(path), metadata=meta)
     with pytest.raises(AssetError, match="latent prior"):
         load_inference_model(Path(path), body_model=body)
+
+
+def test_recorded_truncation_average_is_kept(tiny, tmp_path, body):
+    # a stage-1 export: phi's average was recorded in training, U's never was
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    state["w_avg_radiance.w_avg"] = torch.full_like(state["w_avg_radiance.w_avg"], 0.25)
+    state["w_avg_radiance.count"] = torch.tensor(10)
+    path = export_generator(tmp_path / "s1.safetensors", state, tiny.config.to_dict())
+    m = load_inference_model(path, body_model=body)
+    assert m.stage == 1  # no stage in the metadata and U never trained
+    assert torch.all(m.generator.w_avg_radiance.w_avg == 0.25)
+    assert m.generator.w_avg_superres.initialized

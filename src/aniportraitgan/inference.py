@@ -220,8 +220,14 @@ def _read_source(path: Path) -> tuple[dict, dict, dict, int | None, int | None, 
                 raise AssetError(f"checkpoint {path}: meta.json names no generator config or preset")
             from aniportraitgan.generator import GeneratorConfig
 
-            no_dp = bool((train_cfg.get("ablation") or {}).get("no_dp", False))
-            gen_cfg = GeneratorConfig.preset(preset, **({"use_dp": False} if no_dp else {})).to_dict()
+            # as the trainer builds it: preset + overrides, Dp off for the no_dp ablation
+            overrides = dict(train_cfg.get("generator_overrides") or {})
+            if (train_cfg.get("ablation") or {}).get("no_dp", False):
+                overrides["use_dp"] = False
+            try:
+                gen_cfg = GeneratorConfig.preset(preset, **overrides).to_dict()
+            except (InputError, TypeError) as exc:
+                raise AssetError(f"checkpoint {path}: cannot rebuild its generator config ({exc})") from None
         meta = {k: v for k, v in ck.meta.items() if isinstance(v, str)}
         if PRIOR_METADATA_KEY in ck.meta and not isinstance(ck.meta[PRIOR_METADATA_KEY], str):
             meta[PRIOR_METADATA_KEY] = json.dumps(ck.meta[PRIOR_METADATA_KEY])
@@ -289,12 +295,18 @@ def load_inference_model(
         stage = 2 if gen.w_avg_superres.initialized else 1
     if stage not in (1, 2):
         raise AssetError(f"checkpoint {path} has an invalid stage {stage!r}")
-    if not gen.w_avg_radiance.initialized or not gen.w_avg_superres.initialized:
-        # An untrained generator has no running averages: estimate them from the prior.
+    averages = (gen.w_avg_radiance, gen.w_avg_superres)
+    if not all(a.initialized for a in averages):
+        # A network that was never trained (U after stage 1, or an untrained generator) has no
+        # running average: estimate it from the prior, keeping any average training recorded.
+        kept = [a.w_avg.clone() if a.initialized else None for a in averages]
         g = torch.Generator(device="cpu").manual_seed(0)
         z = prior.z_id_mean[None] + prior.z_id_std[None] * torch.randn(W_AVG_SAMPLES, cfg.id_dim, generator=g)
         with torch.no_grad():
             gen.compute_w_avg(z_id=z)
+            for a, w in zip(averages, kept):
+                if w is not None:
+                    a.set(w)
 
     st = (train_cfg or {}).get(f"stage{stage}") or {}
     if stage == 2:
