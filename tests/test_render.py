@@ -167,3 +167,21 @@ def test_bad_inputs_raise_input_error(renderer):
         renderer.render(_mesh(v, faces + 100), c2w, 20.0, 16, 16)
     with pytest.raises(InputError, match="texture"):
         renderer.render(_mesh(v, faces, tex=np.zeros((4, 4), np.uint8)), c2w, 20.0, 16, 16)
+
+
+def test_set_meshes_then_several_draws_match_render(renderer):
+    from aniportraitgan.render import MeshTopology
+
+    v, faces = _cube((0.0, 0.0, 0.0), 0.1)
+    uvs = np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]], np.float32)
+    face_uvs = np.tile(np.array([0, 1, 2]), (len(faces), 1))
+    tex = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    mesh = TexturedMesh(v, faces, uvs, face_uvs, tex)
+    cams = [_camera(15.0, 5.0), _camera(-20.0, -10.0)]
+    refs = [renderer.render(mesh, c.c2w[0].numpy(), 25.0, 40, 40) for c in cams]
+    topo = MeshTopology.build(faces, face_uvs, uvs)
+    assert len(topo.vertex_ids) <= len(faces) * 3 and topo.indices.max() < len(topo.vertex_ids)
+    renderer.set_meshes(TexturedMesh(v, faces, uvs, face_uvs, tex, topology=topo))
+    for c, ref in zip(cams, refs):
+        out = renderer.draw(c.c2w[0].numpy(), 25.0, 40, 40, with_depth=False)
+        assert np.array_equal(out.rgb, ref.rgb) and out.depth is None

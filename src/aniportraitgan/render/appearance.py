@@ -181,7 +181,8 @@ def portrait_uv_layout(body) -> tuple[np.ndarray, np.ndarray]:
 
     anny gives the eyeballs a few texels only, too few for an iris and pupil. Here the front
     hemisphere of each eyeball is projected orthographically (along the gaze, scene +Z at zero
-    pose) onto a disk of radius EYE_PATCH_RADIUS; back-facing vertices go to the rim (never seen).
+    pose) onto a disk of radius EYE_PATCH_RADIUS; triangles of the back cap read a single texel
+    outside the disk (they are inside the head and never seen).
     Returns (uvs [T', 2], face_uvs [F, 3]) for rendering and texture painting.
     """
     import torch
@@ -205,15 +206,20 @@ def portrait_uv_layout(body) -> tuple[np.ndarray, np.ndarray]:
         vids = np.unique(faces[tri_sel])
         d = verts[vids] - out.joints[0, j].double().numpy()
         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-        xy = d[:, :2].copy()
-        back = d[:, 2] <= 0
-        xy[back] /= np.maximum(np.linalg.norm(xy[back], axis=1, keepdims=True), 1e-12)
-        patch = np.asarray(centre) + EYE_PATCH_RADIUS * xy
+        patch = np.asarray(centre) + EYE_PATCH_RADIUS * d[:, :2]
         remap = np.full(len(verts), -1, dtype=np.int64)
         remap[vids] = offset + np.arange(len(vids))
-        face_uvs[tri_sel] = remap[faces[tri_sel]]
-        new_uvs.append(patch)
-        offset += len(vids)
+        # Triangles of the back cap (never visible) all read one texel outside the disk, so that
+        # they neither cover nor cross the iris in the atlas.
+        back_z = np.full(len(verts), 1.0)
+        back_z[vids] = d[:, 2]
+        back = tri_sel & (back_z[faces] < -0.3).any(1)
+        front = tri_sel & ~back
+        face_uvs[front] = remap[faces[front]]
+        outside = np.asarray(centre) + np.array([0.0, -1.06 * EYE_PATCH_RADIUS])
+        face_uvs[back] = offset + len(vids)
+        new_uvs += [patch, outside[None]]
+        offset += len(vids) + 1
     return np.concatenate(new_uvs).astype(np.float32), face_uvs
 
 
@@ -392,7 +398,7 @@ def clothing_mask(geo: TexelGeometry, p: AppearanceParams) -> np.ndarray:
 
 
 def paint_texture(geo: TexelGeometry, p: AppearanceParams, rng: np.random.Generator) -> np.ndarray:
-    """The RGB texture [S, S, 3] uint8 for one sample (white where the atlas is unused)."""
+    """The texture [S, S, 4] uint8 (RGB + opaque alpha) of one sample; white where unused."""
     f32 = np.float32
     col = geo.tone[:, None] * p.skin.astype(f32)[None]  # skin with low-frequency tone variation
     palette = {
@@ -428,12 +434,15 @@ def paint_texture(geo: TexelGeometry, p: AppearanceParams, rng: np.random.Genera
         c = a if mix is None else a + (p.cloth_b.astype(f32) - p.cloth_a.astype(f32))[None] * mix[:, None]
         ti = geo.body_index[cloth]
         col[ti] = c * geo.folds[ti, None]  # fabric folds
-    c8 = (np.clip(col, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # RGBA texels viewed as uint32 make the scatter into the atlas one word per texel.
+    c8 = np.full((len(col), 4), 255, dtype=np.uint8)
+    c8[:, :3] = np.clip(col * 255.0 + 0.5, 0.0, 255.0)
+    words = c8.view(np.uint32)[:, 0]
     size = geo.size
-    tex = np.full((size * size, 3), 255, dtype=np.uint8)
-    tex[geo.covered] = c8
-    tex[geo.fill_dst] = c8[geo.fill_src]
-    return tex.reshape(size, size, 3)
+    tex = np.full(size * size, 0xFFFFFFFF, dtype=np.uint32)
+    tex[geo.covered] = words
+    tex[geo.fill_dst] = words[geo.fill_src]
+    return tex.view(np.uint8).reshape(size, size, 4)
 
 
 # --------------------------------------------------------------------------- long-hair shell

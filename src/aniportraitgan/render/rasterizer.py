@@ -48,7 +48,7 @@ class TexturedMesh:
 
     vertices [V, 3] float metres; faces [F, 3] int vertex ids; uvs [Vt, 2] in [0, 1] with v = 0
     at the bottom row of the texture image (the OBJ/anny convention); face_uvs [F, 3] uv ids;
-    texture [Th, Tw, 3] uint8 (row 0 = top of the image).
+    texture [Th, Tw, 3] uint8 (row 0 = top of the image; [Th, Tw, 4] is accepted, alpha unused).
     """
 
     vertices: np.ndarray
@@ -75,8 +75,8 @@ class TexturedMesh:
             raise InputError(f"face vertex ids out of range [0, {len(v)})")
         if fuv.size and (fuv.min() < 0 or fuv.max() >= len(uv)):
             raise InputError(f"face uv ids out of range [0, {len(uv)})")
-        if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
-            raise InputError(f"texture must be uint8 [H, W, 3], got {tex.dtype} {tuple(tex.shape)}")
+        if tex.ndim != 3 or tex.shape[2] not in (3, 4) or tex.dtype != np.uint8:
+            raise InputError(f"texture must be uint8 [H, W, 3] (or [H, W, 4], alpha unused), got {tex.dtype} {tuple(tex.shape)}")
         if self.normals is not None and self.normals.shape != v.shape:
             raise InputError(f"normals {tuple(self.normals.shape)} must match vertices {tuple(v.shape)}")
 
@@ -240,7 +240,7 @@ class MeshRenderer:
         # GPU buffers per topology (kept while the topology object is alive in the cache) and
         # textures per (mesh slot, size).
         self._static: dict[int, tuple[MeshTopology, object, object]] = {}
-        self._textures: dict[tuple[int, int, int], object] = {}
+        self._textures: dict[tuple[int, int, int, int], object] = {}
         self._dynamic: dict[int, tuple[object, int]] = {}
         self._slots: list[_Slot] = []
 
@@ -266,11 +266,11 @@ class MeshRenderer:
         return self._targets[key]
 
     def _get_texture(self, slot: int, image: np.ndarray):
-        h, w = image.shape[:2]
-        key = (slot, h, w)
+        h, w, c = image.shape
+        key = (slot, h, w, c)
         tex = self._textures.get(key)
         if tex is None:
-            tex = self.ctx.texture((w, h), 3)
+            tex = self.ctx.texture((w, h), c)
             tex.filter = (self._moderngl.LINEAR_MIPMAP_LINEAR, self._moderngl.LINEAR)
             tex.repeat_x = tex.repeat_y = False
             self._textures[key] = tex
