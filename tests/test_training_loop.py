@@ -75,9 +75,12 @@ def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
     cfg = test_config()
     cfg.image_every = 2
     cfg.loss.r1_every = 1
-    summary = train(cfg, opts(data_dir, run, steps=2))
+    from aniportraitgan.facerecon import FaceRecon, FaceReconConfig
+
+    r_path = FaceRecon(FaceReconConfig(resolution=16, width=8, hidden=16)).save(tmp_path / "R.safetensors")
+    summary = train(cfg, opts(data_dir, run, steps=2, facerecon=r_path))
     logs = summary["stage1"]["last_logs"]
-    for key in ("D_whole", "D_face", "D_torso", "G_whole", "G_face", "G_torso", "R1_whole",
+    for key in ("D_whole", "D_face", "D_torso", "G_whole", "G_face", "G_torso", "R1_whole", "landmark",
                 "imitation", "exp_smooth", "exp_minimal", "pose_smooth", "G_total"):
         assert key in logs, key
         assert np.isfinite(logs[key]), (key, logs[key])

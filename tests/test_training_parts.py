@@ -182,3 +182,48 @@ def test_checkpoint_of_another_config(tmp_path):
         load_checkpoint(path, other.model_signature())
     meta = json.loads((path / "meta.json").read_text())
     assert meta["config"]["name"] == "tiny"
+
+
+def test_linear_landmarks_match_body_model():
+    from aniportraitgan.body import PortraitBodyModel
+    from aniportraitgan.training.losses import LinearLandmarks, body_landmarks, landmark_loss
+
+    body = PortraitBodyModel.load()
+    lin = LinearLandmarks.fit(body, samples=128)
+    g = torch.Generator().manual_seed(5)
+    z_id, z_exp = torch.randn(16, 40, generator=g), torch.rand(16, 52, generator=g) * 0.5
+    exact = body_landmarks(body, z_id, z_exp)
+    assert exact.shape == (16, 68, 3)
+    assert torch.allclose(exact.mean(1), torch.zeros(16, 3), atol=1e-6)  # centred
+    err_mm = (lin(z_id, z_exp) - exact).norm(dim=-1).mean() * 1000
+    spread_mm = (exact - exact.mean(0)).norm(dim=-1).mean() * 1000
+    assert err_mm < 1.0 and spread_mm > 5.0, (err_mm, spread_mm)
+    # The loss is zero for a perfect estimate and grows with the coefficient error.
+    assert landmark_loss(lin, z_id, z_exp, z_id, z_exp) == 0
+    assert landmark_loss(lin, z_id, z_exp + 0.3, z_id, z_exp) > landmark_loss(lin, z_id, z_exp + 0.1, z_id, z_exp) > 0
+
+
+def test_face_crop_follows_projected_head():
+    from aniportraitgan.cameras import look_at_cameras
+    from aniportraitgan.training.losses import face_crop
+
+    cams = look_at_cameras(torch.zeros(1), torch.zeros(1), 1.6, 20.0, torch.tensor([[0.0, 0.0, 0.0]]))
+    head = torch.tensor([[0.0, 0.0, 0.0]])
+    uv, _ = cams.project(head[:, None], 64, 64)
+    img = -torch.ones(1, 3, 64, 64)
+    u, v = int(uv[0, 0, 0]), int(uv[0, 0, 1])
+    img[..., v - 1 : v + 1, u - 1 : u + 1] = 1.0  # a white dot at the projected head centre
+    crop = face_crop(img, cams, head, torch.eye(3)[None], 32, face_radius=0.8, face_fov_deg=20.0)
+    assert crop.shape == (1, 3, 32, 32)
+    ys, xs = torch.nonzero(crop[0, 0] > 0, as_tuple=True)
+    assert abs(ys.float().mean() - 15.5) < 2 and abs(xs.float().mean() - 15.5) < 2
+    # A head rolled by 90 degrees gives a crop rotated by 90 degrees.
+    from aniportraitgan.rotations import axis_angle_to_matrix
+
+    img2 = img.clone()
+    img2[..., v - 1 : v + 1, u + 6 : u + 8] = 1.0  # a second dot to the image right of the head
+    roll = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 1.5707963]]))
+    upright = face_crop(img2, cams, head, torch.eye(3)[None], 32, 0.8, 20.0)
+    rolled = face_crop(img2, cams, head, roll, 32, 0.8, 20.0)
+    assert torch.allclose(torch.rot90(upright, 1, dims=(-2, -1)), rolled, atol=0.15) or torch.allclose(
+        torch.rot90(upright, -1, dims=(-2, -1)), rolled, atol=0.15)

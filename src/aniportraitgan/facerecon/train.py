@@ -1,9 +1,10 @@
 """Train the face reconstruction network R on a portrait dataset's face images and exact labels,
 and measure it on held-out samples against a constant predictor (the training-label mean).
 
-Loss: squared coefficient error (identity and view normalised by the training std; expression
-in its own [0, 1] units, scaled by 1/std as well) plus the 3D landmark error of the body model
-built from the estimate (the quantity the GAN's landmark loss uses), in centimetres.
+Loss: squared coefficient error (identity, expression and view, each normalised by its
+training std) plus the squared 3D error of the centred landmarks built from the estimate (the
+quantity the GAN's landmark loss uses, through the same affine landmark model), in centimetres.
+Evaluation measures landmarks through the exact body model.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ class _Data:
 
 
 def _landmarks(body, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros(z_id.shape[0], 6, 3, device=z_id.device)
-    return body(z_id, z_exp, zero).landmarks
+    from aniportraitgan.training.losses import body_landmarks
+
+    return body_landmarks(body, z_id, z_exp)
 
 
 @torch.no_grad()
@@ -96,7 +98,8 @@ def evaluate(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Errors of R and of the constant predictor `const` ({"z_id", "z_exp", "view"} means):
-    landmark error in mm (mean 3D distance over the 68 landmarks at zero pose), RMS errors of
+    landmark error in mm (mean 3D distance over the 68 centred landmarks at zero pose, through
+    the exact body model), RMS errors of
     identity and expression coefficients, and of the view angles in degrees."""
     model.eval()
     device = next(model.parameters()).device
@@ -163,6 +166,9 @@ def train_facerecon(
     device = torch.device(device)
     torch.manual_seed(tcfg.seed)
     body = PortraitBodyModel.load(device=device)
+    from aniportraitgan.training.losses import LinearLandmarks
+
+    lin_lm = LinearLandmarks.fit(body, seed=tcfg.seed)
     ds = _Data(root, cfg.resolution)
     if ds.z_id.shape[1] != body.id_dim or ds.z_exp.shape[1] != body.exp_dim:
         raise AssetError(
@@ -218,7 +224,7 @@ def train_facerecon(
         coef = ((pred["z_id"] - tid) / id_std).square().mean() + ((pred["z_exp"] - texp) / exp_std).square().mean()
         if "view" in pred:
             coef = coef + ((pred["view"] - ds.view[rows].to(device)) / model.view_std).square().mean()
-        lm = ((_landmarks(body, pred["z_id"], pred["z_exp"]) - _landmarks(body, tid, texp)) * 100.0).square().sum(-1).mean()
+        lm = ((lin_lm(pred["z_id"], pred["z_exp"]) - lin_lm(tid, texp)) * 100.0).square().sum(-1).mean()
         loss = tcfg.coef_weight * coef + tcfg.landmark_weight * lm
         if not torch.isfinite(loss):
             raise RuntimeError(f"facerecon: loss became {loss.item()} at step {step}")

@@ -44,6 +44,7 @@ from aniportraitgan.training.config import TrainConfig, generator_config_to_dict
 from aniportraitgan.training.discriminator import build_discriminators
 from aniportraitgan.training.ema import EMA, ema_beta
 from aniportraitgan.training.losses import (
+    LinearLandmarks,
     d_loss,
     face_crop,
     g_loss,
@@ -382,6 +383,11 @@ class Trainer:
         self.G = self._build_generator()
         self.G_ema = EMA(self.G)
         self.R = self._load_facerecon()
+        self.landmarks = None
+        if self.R is not None:
+            self.landmarks = LinearLandmarks.fit(self.body, seed=self.cfg.seed)
+            if self.info.is_main:
+                LOG.info("landmark model: affine fit of the body model's landmarks, residual %.3f mm", self.landmarks.fit_error_mm)
         dist_utils.broadcast_parameters([self.G])
         self.G_ema.copy_from(self.G)
         summary = {}
@@ -656,7 +662,7 @@ class Trainer:
         if stage == 1:
             if self.R is not None and cfg.loss.landmark > 0 and fake.get("face") is not None:
                 est = self.R(fake["face"].float())
-                lm = landmark_loss(self.body, est["z_id"], est["z_exp"], lat.z_id, lat.z_exp)
+                lm = landmark_loss(self.landmarks, est["z_id"], est["z_exp"], lat.z_id, lat.z_exp)
                 logs["landmark"] = float(lm.detach())
                 loss_G = loss_G + cfg.loss.landmark * lm
             for name, value in weighted_aux_losses(rendered.aux, cfg.loss).items():
