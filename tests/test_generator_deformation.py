@@ -73,9 +73,9 @@ def test_volume_upsampling_is_bilinear_x2():
     H, W = 8, 10
     v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     uv = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(1, -1, 2)
-    got = upsample_volume_at(vol, uv)  # [1, H*W, D, 16]
-    ref = F.interpolate(vol, size=(3, H, W), mode="trilinear", align_corners=False)
-    assert torch.allclose(got, ref.permute(0, 3, 4, 2, 1).reshape(1, H * W, 3, 16), atol=1e-5)
+    got = upsample_volume_at(vol, uv, 6)  # [1, H*W, D, 16]
+    ref = F.interpolate(vol, size=(6, H, W), mode="trilinear", align_corners=False)
+    assert torch.allclose(got, ref.permute(0, 3, 4, 2, 1).reshape(1, H * W, 6, 16), atol=1e-5)
 
 
 def test_inverse_lbs_undoes_a_head_rotation_and_leaves_the_torso(body):
@@ -138,18 +138,19 @@ def test_generator_head_rotation_through_dp_and_upsampling(body):
     out = body(z_id, z_exp, z_pose)
     head = body.bone_names.index("head")
     w = G.nn_weights
-    # Label every half-resolution sample, erode by Dp's footprint, read at full resolution.
-    h = R // 2
-    pts = G._points(cams, h, h, depths).reshape(1, -1, 3)
-    idx = nearest_vertex(pts, out.vertices[:, G.nn_index])[0]
+    # Label every sample of the transform volume, erode by Dp's footprint, read at full resolution.
+    pts = G.volume_points(cams, R, R, depths)
+    assert pts.shape[1:4] == (R // 2, R // 2, depths.shape[1] // 2)
+    h, Dv = pts.shape[1], pts.shape[3]
+    idx = nearest_vertex(pts.reshape(1, -1, 3), out.vertices[:, G.nn_index])[0]
     labels = torch.stack([w[idx, head] > 1 - 1e-6, w[idx][:, [head, 18, 19]].sum(-1) < 1e-6], 0).float()
-    labels = labels.reshape(2, h, h, -1).permute(0, 3, 1, 2)[None]  # [1, 2, D, h, h]
+    labels = labels.reshape(2, h, h, Dv).permute(0, 3, 1, 2)[None]  # [1, 2, Dv, h, h]
     k = (5, 5, 5)  # two 3x3x3 convolutions
     pad = F.pad(labels, (2, 2, 2, 2, 2, 2), mode="replicate")
     deep = -F.max_pool3d(-pad, k, stride=1)  # 1 where the whole footprint carries the label
     v, u = torch.meshgrid(torch.arange(R) + 0.5, torch.arange(R) + 0.5, indexing="ij")
     uv = torch.stack([u / R * 2 - 1, v / R * 2 - 1], -1).reshape(1, -1, 2)
-    deep_full = upsample_volume_at(deep, uv)[0] > 0.9999  # [R*R, D, 2]
+    deep_full = upsample_volume_at(deep, uv, depths.shape[1])[0] > 0.9999  # [R*R, D, 2]
     head_pts, torso_pts = deep_full[..., 0], deep_full[..., 1]
     assert head_pts.sum() > 50 and torso_pts.sum() > 50
     Rm = axis_angle_to_matrix(HEAD_ROT)

@@ -44,7 +44,11 @@ class GeneratorConfig:
 
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)
-    dp_half_resolution: bool = True  # nearest-vertex lookup at half ray resolution, then x2
+    dp_half_resolution: bool = True  # nearest-vertex lookup at half resolution (rays and depth), then x2
+    # Cap on the transform volume's ray resolution: 64 is half of the 128 training resolution, so
+    # a 512 render reuses the deformation field Dp was trained on (upsampled) instead of a finer
+    # volume on which Dp's fixed-size kernels would smooth 4x less; 0 disables the cap.
+    dp_volume_max: int = 64
     use_dp: bool = True  # False: plain nearest-vertex skinning (the paper's "w/o Dp" ablation)
     nn_chunk: int = 65536  # sample points per nearest-vertex distance chunk
 

@@ -117,14 +117,16 @@ class PoseDeformation(nn.Module):
         return (processed - self.reference(volume.detach())).pow(2).mean()
 
 
-def upsample_volume_at(volume: torch.Tensor, pixel_uv: torch.Tensor) -> torch.Tensor:
-    """Sample a ray-space volume [B, C, D, h, w] at normalised pixel positions.
+def upsample_volume_at(volume: torch.Tensor, pixel_uv: torch.Tensor, depth_samples: int) -> torch.Tensor:
+    """Trilinear read of a ray-space volume [B, C, Dv, h, w] at full-resolution samples.
 
-    pixel_uv [B, n, 2] in [-1, 1] (pixel-centre convention, align_corners=False) -> [B, n, D, C].
-    Depth samples are taken exactly (no interpolation along D).
+    pixel_uv [B, n, 2] in [-1, 1] (pixel-centre convention, align_corners=False) and sample
+    k of ``depth_samples`` along depth -> [B, n, depth_samples, C]. For Dv = D/2, h = H/2 this
+    is exactly x2 trilinear upsampling of the volume.
     """
-    B, C, D, h, w = volume.shape
+    B, C, Dv, h, w = volume.shape
     n = pixel_uv.shape[1]
+    D = depth_samples
     dz = (torch.arange(D, dtype=volume.dtype, device=volume.device) + 0.5) / D * 2.0 - 1.0
     grid = torch.cat(
         [pixel_uv[:, :, None, :].expand(B, n, D, 2), dz[None, None, :, None].expand(B, n, D, 1)], -1

@@ -277,32 +277,61 @@ class Generator(nn.Module):
         return near[:, None] + (far - near)[:, None] * steps
 
     @staticmethod
-    def _points(cams: Cameras, H: int, W: int, depths: torch.Tensor, start: int = 0,
+    def _rays(cams: Cameras, H: int, W: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ray origins [B, H*W, 3] and directions scaled to unit camera depth [B, H*W, 3]."""
+        o, d = cams.rays(H, W)
+        o, d = o.to(dtype), d.to(dtype)
+        forward = cams.c2w[:, None, :3, 2].to(dtype)
+        return o, d / (d * forward).sum(-1, keepdim=True)
+
+    @staticmethod
+    def _points(rays: tuple[torch.Tensor, torch.Tensor], depths: torch.Tensor, start: int = 0,
                 stop: int | None = None) -> torch.Tensor:
         """Samples [B, n, D, 3] on the depth planes for rays start:stop (row-major pixels)."""
-        o, d = cams.rays(H, W)
-        o, d = o[:, start:stop].to(depths.dtype), d[:, start:stop].to(depths.dtype)
-        forward = cams.c2w[:, None, :3, 2].to(depths.dtype)
-        t = depths[:, None, :] / (d * forward).sum(-1, keepdim=True)  # distance along the ray
-        return o[:, :, None, :] + d[:, :, None, :] * t[..., None]
+        o, d = rays
+        return o[:, start:stop, None, :] + d[:, start:stop, None, :] * depths[:, None, :, None]
+
+    def volume_shape(self, H: int, W: int, D: int) -> tuple[int, int, int]:
+        """(D, H, W) of the transform volume that Dp processes for an H x W view with D samples."""
+        c = self.config
+        if not c.dp_half_resolution:
+            return D, H, W
+        h, w = (H + 1) // 2, (W + 1) // 2
+        if c.dp_volume_max:
+            scale = min(1.0, c.dp_volume_max / max(h, w))
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        return (D + 1) // 2, h, w
+
+    def volume_points(self, cams: Cameras, H: int, W: int, depths: torch.Tensor) -> torch.Tensor:
+        """Target-space points [B, h, w, Dv, 3] of the transform volume of an H x W view.
+
+        Its voxel centres coincide with the full-resolution samples under trilinear,
+        align_corners=False resampling (pixel centres across the same field of view; depth
+        planes at the matching fractional sample index).
+        """
+        B, D = depths.shape
+        Dv, h, w = self.volume_shape(H, W, D)
+        m = torch.arange(Dv, dtype=depths.dtype, device=depths.device)
+        index = (m + 0.5) * D / Dv - 0.5  # fractional full-resolution sample index
+        near, far = depths[:, :1], depths[:, -1:]
+        vdepths = near + (far - near) * index / max(D - 1, 1)
+        return self._points(self._rays(cams, h, w, depths.dtype), vdepths).reshape(B, h, w, Dv, 3)
 
     def _transform_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out) -> torch.Tensor:
-        """Inverse LBS transforms of the samples of an H x W view: [B, 16, D, H, W]."""
-        B, D = depths.shape
-        pts = self._points(cams, H, W, depths).reshape(B, H * W * D, 3)
-        T = self.pose.inverse_lbs(pts, body_out.vertices[:, self.nn_index], self.nn_weights,
+        """Inverse LBS transforms of the transform-volume samples: [B, 16, Dv, h, w]."""
+        pts = self.volume_points(cams, H, W, depths)
+        B, h, w, Dv, _ = pts.shape
+        T = self.pose.inverse_lbs(pts.reshape(B, -1, 3), body_out.vertices[:, self.nn_index], self.nn_weights,
                                   body_out.bone_transforms)
-        return T.reshape(B, H, W, D, 16).permute(0, 4, 3, 1, 2)
+        return T.reshape(B, h, w, Dv, 16).permute(0, 4, 3, 1, 2)
 
     def _pose_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
                      aux: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Dp-processed transform volume at (half) ray resolution and the full-res pixel grid."""
-        c = self.config
-        if not c.use_dp:
+        """Dp-processed transform volume and the full-resolution pixel grid to read it at."""
+        if not self.config.use_dp:
             return None
         B = depths.shape[0]
-        h, w = ((H + 1) // 2, (W + 1) // 2) if c.dp_half_resolution else (H, W)
-        volume = self._transform_volume(cams, h, w, depths, body_out)
+        volume = self._transform_volume(cams, H, W, depths, body_out)
         processed = self.pose.process(volume)
         if aux:
             aux["pose_smooth"] = aux["pose_smooth"] + self.pose.smooth_loss(volume, processed)
@@ -310,15 +339,15 @@ class Generator(nn.Module):
         uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
         return processed, uv[None].expand(B, -1, -1)
 
-    def _deform(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
-                w_exp: torch.Tensor, pose_volume, start: int, stop: int):
+    def _deform(self, rays, depths: torch.Tensor, body_out, w_exp: torch.Tensor, pose_volume,
+                start: int, stop: int):
         """Samples of rays start:stop: x_t, x_p, x_c, all [B, n, D, 3] scene metres."""
         B, D = depths.shape
         n = stop - start
-        x_t = self._points(cams, H, W, depths, start, stop)
+        x_t = self._points(rays, depths, start, stop)
         if pose_volume is not None:
             processed, uv = pose_volume
-            T = upsample_volume_at(processed, uv[:, start:stop])  # [B, n, D, 16]
+            T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
         else:
             T = self.pose.inverse_lbs(x_t.reshape(B, n * D, 3), body_out.vertices[:, self.nn_index],
                                       self.nn_weights, body_out.bone_transforms).reshape(B, n, D, 16)
@@ -342,7 +371,8 @@ class Generator(nn.Module):
         w_exp = self.expression.map(z_id, z_exp)
         depths = self.sample_depths(cams)
         vol = self._pose_volume(cams, R, R, depths, body_out, {})
-        x_t, x_p, x_c = self._deform(cams, R, R, depths, body_out, w_exp, vol, 0, R * R)
+        rays = self._rays(cams, R, R, depths.dtype)
+        x_t, x_p, x_c = self._deform(rays, depths, body_out, w_exp, vol, 0, R * R)
         return x_t, x_p, x_c, depths
 
     def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
@@ -353,6 +383,7 @@ class Generator(nn.Module):
         D = depths.shape[1]
         # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
         pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
+        rays = self._rays(cams, H, W, depths.dtype)
         levels = self.manifold.levels
         L = levels.shape[0]
         chunk = max(1, c.ray_chunk // B)
@@ -362,7 +393,7 @@ class Generator(nn.Module):
         for start in range(0, n_rays, chunk):
             stop = min(n_rays, start + chunk)
             n = stop - start
-            _, x_p, x_c = self._deform(cams, H, W, depths, body_out, w_exp, pose_volume, start, stop)
+            _, x_p, x_c = self._deform(rays, depths, body_out, w_exp, pose_volume, start, stop)
             if aux:
                 x_p_flat = x_p.reshape(B, n * D, 3)
                 aux["exp_minimal"] = aux["exp_minimal"] + self.expression.minimal_loss(
