@@ -70,9 +70,17 @@ def _with_model(args, model, kf, video: Path, sheet: Path) -> int:
     from aniportraitgan.animation.contact_sheet import generator_contact_sheet
     from aniportraitgan.animation.video import save_image_atomic
 
-    source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution, side_by_side=True)
+    from aniportraitgan.errors import UserError
+
+    try:
+        source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution, side_by_side=True)
+        what = "body model | generated portrait"
+    except UserError as exc:  # no OpenGL here: the portrait alone
+        print(f"note: {exc}; the video shows the generated portrait only")
+        source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution)
+        what = "generated portrait"
     res = animate(source, kf, video, fps=args.fps, progress=not args.quiet)
-    print(f"wrote {res.path}: {res.frames} frames in {res.seconds:.1f} s (body model | generated portrait)")
+    print(f"wrote {res.path}: {res.frames} frames in {res.seconds:.1f} s ({what})")
     img = generator_contact_sheet(model, DEMO_SEEDS, columns=5, psi=args.psi, resolution=args.resolution,
                                   title=f"AniPortraitGAN controls ({model.source.name}, psi {args.psi:g})")
     save_image_atomic(sheet, img)
