@@ -31,11 +31,12 @@ def _codes(B=1):
     return torch.zeros(B, 40), torch.zeros(B, 52), torch.zeros(B, 6, 3)
 
 
-def test_nearest_vertex_matches_brute_force():
+@pytest.mark.parametrize("method", ["bruteforce", "kdtree"])
+def test_nearest_vertex_matches_brute_force(method):
     torch.manual_seed(0)
     pts = torch.randn(2, 3000, 3)
     verts = torch.randn(2, 500, 3)
-    idx = nearest_vertex(pts, verts, chunk=700)
+    idx = nearest_vertex(pts, verts, chunk=700, method=method)
     ref = torch.cdist(pts, verts).argmin(-1)
     # Ties / rounding: compare the distances, not only indices.
     d = (pts - verts.gather(1, idx[..., None].expand(-1, -1, 3))).norm(dim=-1)

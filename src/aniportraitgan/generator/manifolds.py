@@ -71,26 +71,26 @@ def intersect_levels(
     """
     N = s.shape[-1]
     t = t.expand(s.shape)
-    d = s[..., :, None] - levels  # [..., N, L]
-    above = d > 0
-    change = above[..., :-1, :] != above[..., 1:, :]  # [..., N-1, L]
+    above = s[..., :, None] > levels  # [..., N, L]
+    change = above[..., :-1, :] ^ above[..., 1:, :]  # [..., N-1, L]
     valid = change.any(-2)
     # argmax on {0, 1} returns the first maximal index: the first crossing along the ray.
     k = change.to(torch.uint8).argmax(-2)  # [..., L]
-    d0 = d[..., :-1, :].gather(-2, k[..., None, :]).squeeze(-2)
-    d1 = d[..., 1:, :].gather(-2, k[..., None, :]).squeeze(-2)
+    k1 = (k + 1).clamp(max=N - 1)
+    d0 = s.gather(-1, k) - levels
+    d1 = s.gather(-1, k1) - levels
     denom = d0 - d1
     safe = torch.where(valid & (denom != 0), denom, torch.ones_like(denom))
     f = torch.where(valid, d0 / safe, torch.zeros_like(d0)).clamp(0.0, 1.0)
     t0 = t.gather(-1, k)
-    t1 = t.gather(-1, (k + 1).clamp(max=N - 1))
+    t1 = t.gather(-1, k1)
     t_hit = torch.where(valid, t0 + f * (t1 - t0), t[..., -1:].expand(t0.shape))
     p_hit = None
     if points is not None:
         C = points.shape[-1]
         idx = k[..., None].expand(k.shape + (C,))
         p0 = points.gather(-2, idx)
-        p1 = points.gather(-2, (idx + 1).clamp(max=N - 1))
+        p1 = points.gather(-2, k1[..., None].expand(idx.shape))
         p_hit = p0 + f[..., None] * (p1 - p0)
     return Intersections(t=t_hit, valid=valid, points=p_hit)
 
