@@ -256,3 +256,48 @@ def test_demo_with_a_checkpoint_full_length(ckpt, tmp_path, capsys, monkeypatch)
 
     assert len(demo_keyframes(0)) >= MIN_FRAMES
     assert _demo_with_checkpoint(ckpt, tmp_path, capsys, monkeypatch, short=False).shape[0] >= MIN_FRAMES
+
+
+def test_body_view_uses_the_generator_cameras(model):
+    """The side-by-side body view is drawn from the cameras the generator renders with."""
+    pytest.importorskip("moderngl")
+    from aniportraitgan.animation.animate import BodyFrames, CameraSetup
+
+    R = 64
+    z_id, _ = model.identity(4)
+    kf = preset("head_turn")[1:2]
+    kf.camera[:, 0] = 0.4
+    kf.camera[:, 1] = 0.1
+    img = BodyFrames(model.body, z_id, R, CameraSetup.of_model(model))(kf)[0]
+    out = model.body(z_id, kf.expression, kf.pose)
+    cams = model.cameras(kf.camera[:, 0], kf.camera[:, 1])
+    uv, depth = cams.project(out.vertices, R, R)
+    assert (depth > 0).all()
+    inside = (uv >= 0).all(-1) & (uv < R).all(-1)
+    px = uv[inside].long().numpy()
+    covered = (img[px[:, 1], px[:, 0]] < 250).any(-1)
+    assert covered.mean() > 0.97  # projected vertices land on drawn pixels
+    # and the drawing covers little beyond the projected vertices' bounding box
+    lo, hi = px.min(0), px.max(0)
+    drawn = (img < 250).any(-1)
+    outside = drawn.copy()
+    outside[max(0, lo[1] - 1):hi[1] + 2, max(0, lo[0] - 1):hi[0] + 2] = False
+    assert outside.sum() == 0
+
+
+def test_latent_prior_from_a_label_sampler():
+    from aniportraitgan.data.samplers import LabelSampler
+    from aniportraitgan.inference import LatentPrior
+
+    n = 6
+    g = np.random.default_rng(0)
+    labels = {"z_id": g.normal(size=(n, 40)), "z_exp": g.uniform(size=(n, 52)), "z_pose": np.zeros((n, 6, 3)),
+              "cam_yaw": np.zeros(n), "cam_pitch": np.zeros(n), "cam_radius": np.full(n, 1.5),
+              "cam_fov": np.full(n, 12.0), "cam_look_at": np.tile([0.0, 0.1, 0.0], (n, 1))}
+    p = LatentPrior.from_sampler(LabelSampler(labels))
+    np.testing.assert_allclose(p.z_id_mean.numpy(), labels["z_id"].mean(0), atol=1e-6)
+    np.testing.assert_allclose(p.z_id_std.numpy(), labels["z_id"].std(0), atol=1e-6)
+    assert p.cam_radius == pytest.approx(1.5) and p.cam_fov == pytest.approx(12.0)
+    assert p.cam_look_at == pytest.approx((0.0, 0.1, 0.0))
+    q = LatentPrior.from_json(p.to_json(), 40)
+    torch.testing.assert_close(q.z_id_std, p.z_id_std)
