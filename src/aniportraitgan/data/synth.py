@@ -77,7 +77,7 @@ class SynthConfig:
     resolution: int = 512
     seed: int = 0
     workers: int = 2
-    msaa: int = 4
+    msaa: int = 0  # MSAA samples; 4 gives smoother silhouettes at ~1.7x the CPU cost (docs/dataset.md)
     texture_size: int | None = None  # default: 2 x resolution, clipped to [256, 1024]
     png_compress: int = 1  # zlib level for PNGs (1: fast, a little larger)
     priors: LabelPriors = field(default_factory=LabelPriors)
@@ -202,15 +202,15 @@ class SynthWorker:
         import torch
 
         from aniportraitgan.body import PortraitBodyModel
-        from aniportraitgan.render import MeshRenderer, MeshTopology
-        from aniportraitgan.render.appearance import AppearanceConfig, build_skirt, portrait_uv_layout, texel_geometry
+        from aniportraitgan.render import MeshTopology
+        from aniportraitgan.render.appearance import AppearanceConfig, build_skirt, portrait_uv_layout
 
         torch.set_num_threads(1)
         self.torch = torch
         self.config = config
         self.body = PortraitBodyModel.load()
-        self.renderer = MeshRenderer(samples=config.msaa)
-        self.geo = texel_geometry(self.body, config.resolved_texture_size())
+        self._renderer = None  # created on first use: a labels-only pass needs no GL context
+        self._geo = None
         self.uvs, self.face_uvs = portrait_uv_layout(self.body)
         self.faces = self.body.faces.numpy().astype(np.int64)
         with torch.no_grad():
@@ -229,7 +229,23 @@ class SynthWorker:
             mean = self.body(*self.body.neutral_codes(1))
         self.ref_neck_to_head = float((mean.head_center[0] - mean.joints[0, self.neck_index]).norm())
         self.head_weight = w[:, names.index("head")] + w[:, names.index("eye.L")] + w[:, names.index("eye.R")]
-        self.appearance = AppearanceConfig(texture_size=self.geo.size, long_hair_fraction=config.long_hair_fraction)
+        self.appearance = AppearanceConfig(texture_size=config.resolved_texture_size(), long_hair_fraction=config.long_hair_fraction)
+
+    @property
+    def renderer(self):
+        if self._renderer is None:
+            from aniportraitgan.render import MeshRenderer
+
+            self._renderer = MeshRenderer(samples=self.config.msaa)
+        return self._renderer
+
+    @property
+    def geo(self):
+        if self._geo is None:
+            from aniportraitgan.render.appearance import texel_geometry
+
+            self._geo = texel_geometry(self.body, self.config.resolved_texture_size())
+        return self._geo
 
     def run_chunk(self, start: int, stop: int, render: dict[int, tuple[bool, bool]], out_dir: str) -> dict[str, np.ndarray]:
         """Labels of samples [start, stop); writes the missing images listed in `render`
@@ -332,7 +348,9 @@ class SynthWorker:
         }
 
     def close(self) -> None:
-        self.renderer.release()
+        if self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
 
 
 def batch_vertex_normals(verts, faces):
