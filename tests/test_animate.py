@@ -8,7 +8,7 @@ import torch
 
 from aniportraitgan import inference
 from aniportraitgan.animation.animate import GeneratorFrames, animate, generator_source
-from aniportraitgan.animation.keyframes import Keyframes, preset
+from aniportraitgan.animation.keyframes import preset
 from aniportraitgan.animation.video import read_video
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cli import main
