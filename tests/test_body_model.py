@@ -214,3 +214,12 @@ def test_cuda_matches_cpu(body):
     cpu = body(*codes)
     gpu = PortraitBodyModel.load(device="cuda")(*(c.cuda() for c in codes))
     assert torch.allclose(gpu.vertices.cpu(), cpu.vertices, atol=1e-5)
+
+
+def test_bench_body_prints_summary_last(capsys):
+    from aniportraitgan.cli import main
+
+    assert main(["bench", "body", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("bench body device=cpu") and "batch 64" in lines[-1]
+    assert any(line.startswith("body forward batch 1 ") for line in lines)

@@ -4,6 +4,7 @@ Targets are sub-subcommands registered in ``TARGETS`` (name -> register function
 `bench` sub-parsers); each prints its measurements and a one-line summary last.
 
     aniportraitgan bench generator --preset tiny|paper [--batch B] [--repeats N] [--device cpu|cuda]
+    aniportraitgan bench body [--repeats N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -141,17 +142,52 @@ def run_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ bench body
+BODY_TARGET_MS = 20.0  # issue 2: batch 64 on a 2-core CPU
+
+
+def _register_body(sub) -> None:
+    b = sub.add_parser("body", help="ms per forward call of the portrait body model at batch 1 and 64")
+    b.add_argument("--repeats", type=int, default=20, help="timed repeats per batch size (median reported)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    b.set_defaults(func=run_body)
+
+
+def run_body(args: argparse.Namespace) -> int:
+    import torch
+
+    from aniportraitgan.body.bench import bench_body
+
+    if args.repeats < 1:
+        raise UserError("--repeats must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = bench_body((1, 64), args.repeats, args.device)
+    for batch, ms in results.items():
+        print(f"body forward batch {batch:<3d} {ms:8.2f} ms", flush=True)
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads" \
+        if args.device == "cpu" else torch.cuda.get_device_name(args.device)
+    verdict = "meets" if results[64] <= BODY_TARGET_MS else "misses"
+    print(f"bench body device={args.device} ({machine}): batch 64 {results[64]:.2f} ms "
+          f"({verdict} the {BODY_TARGET_MS:.0f} ms target)")
+    return 0
+
+
 # ------------------------------------------------------------------ registry
 # Add a target by writing `_register_<name>(sub)` and listing it here (e.g. "body").
 TARGETS = {
     "generator": _register_generator,
+    "body": _register_body,
 }
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="timing benchmarks (generator, ...)",
+        help="timing benchmarks (generator, body)",
         description="Timing benchmarks; each target prints a one-line summary last.",
     )
     sub = p.add_subparsers(dest="bench_target", metavar="TARGET")
