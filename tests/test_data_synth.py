@@ -168,6 +168,11 @@ def test_other_settings_refused(tiny, tmp_path):
         synth.synthesize(d, synth.SynthConfig(num=2, resolution=64, seed=4, workers=1, progress=False))
     with pytest.raises(UserError, match="beyond --num 1"):
         synth.synthesize(d, synth.SynthConfig(num=1, resolution=64, seed=3, workers=1, progress=False))
+    other = tmp_path / "real"
+    other.mkdir()
+    (other / "dataset.json").write_text(json.dumps({"format": "aniportraitgan-portraits", "num_samples": 0}))
+    with pytest.raises(UserError, match="did not make"):
+        synth.synthesize(other, synth.SynthConfig(num=2, resolution=64, seed=3, workers=1, progress=False))
 
 
 def test_corrupted_synth_image_is_reported(tiny, tmp_path):
@@ -196,6 +201,7 @@ def test_cli_synth_and_preview(tiny, tmp_path):
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--num", "2", "--resolution", "32", "--workers", "1", "--no-progress"]) == 0
     assert len(PortraitDataset(tmp_path / "x")) == 2
     assert main(["data", "preview", str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")]) == 2
+    assert main(["data", "synth", "--out", str(tmp_path / "y"), "--num", "2", "--resolution", "8"]) == 2
 
 
 @pytest.mark.slow  # reason: starts two worker processes (torch import + GL context each), ~15 s on 2 cores

@@ -447,9 +447,12 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     card_path = root / CARD_FILE
     if card_path.exists():
         try:
-            old = json.loads(card_path.read_text()).get("synth_settings")
+            old_card = json.loads(card_path.read_text())
         except ValueError:
-            old = None
+            old_card = {}
+        old = old_card.get("synth_settings") if isinstance(old_card, dict) else None
+        if old is None and old_card:
+            raise UserError(f"{root} holds a dataset that `data synth` did not make ({card_path}); use another folder")
         if old is not None and json.loads(json.dumps(settings)) != old:
             diff = sorted(k for k in settings if json.loads(json.dumps(settings[k])) != old.get(k))
             raise UserError(
