@@ -185,3 +185,14 @@ def test_set_meshes_then_several_draws_match_render(renderer):
     for c, ref in zip(cams, refs):
         out = renderer.draw(c.c2w[0].numpy(), 25.0, 40, 40, with_depth=False)
         assert np.array_equal(out.rgb, ref.rgb) and out.depth is None
+
+
+def test_missing_egl_gives_a_clear_error(monkeypatch):
+    import moderngl
+
+    def fail(*args, **kwargs):
+        raise Exception("eglGetDisplay failed")
+
+    monkeypatch.setattr(moderngl, "create_standalone_context", fail)
+    with pytest.raises(RenderBackendError, match="libegl1 libegl-mesa0 libgl1-mesa-dri"):
+        MeshRenderer()
