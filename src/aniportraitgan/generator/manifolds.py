@@ -71,11 +71,16 @@ def intersect_levels(
     """
     N = s.shape[-1]
     t = t.expand(s.shape)
-    above = s[..., :, None] > levels  # [..., N, L]
-    change = above[..., :-1, :] ^ above[..., 1:, :]  # [..., N-1, L]
-    valid = change.any(-2)
-    # argmax on {0, 1} returns the first maximal index: the first crossing along the ray.
-    k = change.to(torch.uint8).argmax(-2)  # [..., L]
+    above = s[..., None, :] > levels[:, None]  # [..., L, N]
+    change = above[..., 1:] ^ above[..., :-1]  # [..., L, N-1]: a crossing inside (k, k+1)
+    # First crossing = the largest of the descending scores N-1, ..., 1 over the crossings (a
+    # max over the contiguous last dim is much faster than argmax on CPU); 0 = no crossing.
+    small = N <= 256
+    score_dtype = torch.uint8 if small else torch.int32
+    desc = torch.arange(N - 1, 0, -1, device=s.device, dtype=score_dtype)
+    best = (change.to(score_dtype) * desc).amax(-1).long()  # [..., L]
+    valid = best > 0
+    k = (N - 1 - best).clamp(max=N - 2)
     k1 = (k + 1).clamp(max=N - 1)
     d0 = s.gather(-1, k) - levels
     d1 = s.gather(-1, k1) - levels
