@@ -13,7 +13,6 @@ from aniportraitgan.render.appearance import (
     MOUTH,
     PUPIL,
     SCLERA,
-    SKIN,
     AppearanceConfig,
     build_hair_shell,
     build_skirt,

@@ -478,6 +478,9 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     bar = tqdm(total=config.num, unit="sample", desc="synth", disable=not config.progress, initial=config.num - len(missing))
     workers = min(config.workers, max(1, len(missing) // CHUNK + 1))
     if workers <= 1:
+        import torch
+
+        threads = torch.get_num_threads()  # the worker pins torch to one thread; restore it after
         worker = SynthWorker(config)
         try:
             for t in tasks:
@@ -486,6 +489,7 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
                 bar.update(len(t[2]))
         finally:
             worker.close()
+            torch.set_num_threads(threads)
     else:
         import multiprocessing as mp
 
