@@ -131,3 +131,24 @@ def test_parse_metrics_and_config_validation():
     with pytest.raises(UserError, match="at least 2"):
         EvalConfig(num=1).validate()
     EvalConfig(num=1, metrics=("control",)).validate()
+
+
+@pytest.mark.slow  # Inception-v3 on CPU: four forward passes at 299x299 (20-60 s on 2 busy cores)
+def test_inception_extractor_path(files, tmp_path):
+    """The standard extractor end to end (skipped where its weights are not installed)."""
+    from aniportraitgan.errors import AssetError
+    from aniportraitgan.metrics.inception import find_inception_weights
+
+    try:
+        find_inception_weights()
+    except AssetError as exc:
+        pytest.skip(str(exc))
+    data = tmp_path / "data"  # a copy, so that this cache does not touch the other tests' files
+    import shutil
+
+    shutil.copytree(files["data"], data, ignore=shutil.ignore_patterns(".metrics_cache"))
+    rep = evaluate(files["ckpt"], data, EvalConfig(metrics=("fid",), num=2, num_real=2, batch=2, device="cpu",
+                                                   progress=False))
+    assert rep.meta["extractor"] == "inception-2015-12-05"
+    assert all(math.isfinite(v) and v >= 0 for v in rep.metrics.values())
+    assert any(p.name.startswith("inception-2015-12-05_face_2_16") for p in (data / ".metrics_cache").iterdir())
