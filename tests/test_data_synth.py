@@ -55,6 +55,17 @@ def test_tiny_dataset_builds_in_seconds(tiny):
     assert "head_yaw" in card["priors"] and "z_exp" in card["label_statistics"]
 
 
+def test_make_tiny_dataset_reuses_its_first_build(tiny, tmp_path):
+    root, _ = tiny
+    t0 = time.time()
+    copy = synth.make_tiny_dataset(tmp_path / "again", num=64, resolution=64, seed=3)
+    assert time.time() - t0 < 5
+    assert _bytes(copy, 10) == _bytes(root, 10)
+    assert len(PortraitDataset(copy)) == 64
+    with pytest.raises(UserError, match="not empty"):
+        synth.make_tiny_dataset(tmp_path / "again", num=64, resolution=64, seed=3)
+
+
 def test_same_seed_same_bytes(tiny, tmp_path):
     root, _ = tiny
     # A smaller dataset with the same seed: the shared samples are byte-identical.

@@ -531,11 +531,31 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     return SynthReport(str(root), config.num, rendered, seconds)
 
 
+_TINY_CACHE: dict[tuple[int, int, int], Path] = {}
+
+
 def make_tiny_dataset(path: str | os.PathLike, num: int = 64, resolution: int = 64, seed: int = 0, workers: int = 1) -> Path:
-    """A small synthetic dataset for tests of later stages (64 samples at 64x64 in seconds)."""
-    cfg = SynthConfig(num=num, resolution=resolution, seed=seed, workers=workers, progress=False)
-    synthesize(path, cfg)
-    return Path(path)
+    """A small synthetic dataset at `path` for tests of later stages (64 samples at 64x64 in a
+    few seconds). Within one process, a repeated request is a copy of the first build (the
+    data are deterministic), so many test modules can each ask for their own folder cheaply."""
+    import shutil
+    import tempfile
+
+    key = (num, resolution, seed)
+    cached = _TINY_CACHE.get(key)
+    if cached is None or not (cached / LABELS_FILE).is_file():
+        tmp = tempfile.mkdtemp(prefix="aniportraitgan-tiny-")
+        import atexit
+
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        cached = Path(tmp) / "data"
+        synthesize(cached, SynthConfig(num=num, resolution=resolution, seed=seed, workers=workers, progress=False))
+        _TINY_CACHE[key] = cached
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"make_tiny_dataset: {path} exists and is not empty")
+    shutil.copytree(cached, path, dirs_exist_ok=True)
+    return path
 
 
 def config_dict(config: SynthConfig) -> dict[str, Any]:
