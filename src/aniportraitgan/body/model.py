@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import roma
 import torch
 from torch import nn
 
@@ -132,6 +131,9 @@ class PortraitBodyModel(nn.Module):
         orient = self.orient_mean + (codes @ self._orient_basis).view(B, -1, 3, 3)
         # The rest rotation is the nearest proper rotation of a linear matrix, as anny computes it.
         # roma's special Procrustes has a damped gradient, finite even for equal singular values.
+        # (imported here: importing roma pulls in torch._dynamo, ~2.5 s per process)
+        import roma
+
         return verts, heads, roma.special_procrustes(orient)
 
     def _deltas(self, z_pose: torch.Tensor) -> torch.Tensor:
