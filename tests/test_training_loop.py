@@ -90,6 +90,13 @@ def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
     assert list((run / "tensorboard").glob("events.*"))
     weights, meta = read_generator_file(run / "generator.safetensors")
     assert json.loads(meta["generator_config"])["samples_per_ray"] == 8
+    from aniportraitgan.training.checkpoint import load_generator
+
+    G = load_generator(run / "generator.safetensors")
+    assert G.config.samples_per_ray == 8
+    ema = final_weights(run)
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, ema["G_ema." + k]), k
     # The run folder refuses a second run without --resume.
     with pytest.raises(UserError, match="--resume"):
         train(cfg, opts(data_dir, run, steps=2))
@@ -200,3 +207,31 @@ def test_empty_and_mismatched_datasets(data_dir, tmp_path):
     save_labels(other / "labels.npz", labels)
     with pytest.raises(AssetError, match="another body model"):
         train(test_config(), opts(other, tmp_path / "r2", steps=1))
+
+
+def test_cli_train_and_errors(data_dir, tmp_path, capsys):
+    from aniportraitgan.cli import main
+
+    run = tmp_path / "cli"
+    assert main(["train", "--config", "tiny", "--data", str(data_dir), "--out", str(run), "--steps", "1",
+                 "--batch", "2", "--no-progress", "--no-torso-disc", "--image-every", "0"]) == 0
+    cfg = TrainConfig.from_json((run / "config.json").read_text())
+    assert cfg.ablation.no_torso_disc and cfg.stage1.batch_size == 2
+    # Bad requests: exit code 2 with a message, no traceback.
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(run)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", "huge", "--data", str(data_dir), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown training config" in capsys.readouterr().err
+    assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "y"), "--stage", "2", "--no-progress"]) == 2
+    assert "stage-1 checkpoint" in capsys.readouterr().err
+
+
+def test_cli_facerecon(data_dir, tmp_path):
+    from aniportraitgan.cli import main
+    from aniportraitgan.facerecon import FaceRecon
+
+    out = tmp_path / "R.safetensors"
+    assert main(["facerecon", "train", "--data", str(data_dir), "--out", str(out), "--steps", "2",
+                 "--batch", "4", "--resolution", "16", "--width", "8", "--holdout", "0.25"]) == 0
+    assert FaceRecon.load(out).config.resolution == 16
+    assert json.loads(out.with_suffix(".json").read_text())["steps"] == 2

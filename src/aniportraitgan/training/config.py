@@ -122,8 +122,8 @@ class TrainConfig:
             return TrainConfig(
                 name="tiny",
                 generator_preset="tiny",
-                stage1=StageConfig(32, 32, batch_size=4, g_lr=5e-4, d_lr=2e-3, steps=200),
-                stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=2e-3, steps=100),
+                stage1=StageConfig(32, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
+                stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
                 disc=DiscriminatorConfig(channel_base=512, channel_max=32, mbstd_group=2),
                 loss=LossWeights(r1_gamma=0.1, r1_every=2),
                 ema_kimg=0.05,

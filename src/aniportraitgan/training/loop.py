@@ -427,9 +427,14 @@ class Trainer:
                 LOG.info("stage %d starts from %s (stage %d, step %d)", stage, ck.path, ck.stage, ck.step)
             return 0
         load_module_state(Ds, subdict(ck.weights, f"D{stage}"), f"the stage-{stage} discriminators", ck.path)
+        # Learning rates come from the current config (a resumed run may change its schedule).
+        lrs = [[g["lr"] for g in opt.param_groups] for opt in (opt_G, opt_D)]
         try:
             opt_G.load_state_dict(ck.state["opt_G"])
             opt_D.load_state_dict(ck.state["opt_D"])
+            for opt, rates in zip((opt_G, opt_D), lrs):
+                for group, lr in zip(opt.param_groups, rates):
+                    group["lr"] = lr
             if self.scaler is not None and "scaler" in ck.state:
                 self.scaler.load_state_dict(ck.state["scaler"])
             self.cur_nimg = int(ck.state["cur_nimg"])
