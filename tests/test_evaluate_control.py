@@ -13,6 +13,7 @@ from aniportraitgan.errors import InputError
 from aniportraitgan.metrics.control import (
     SHOULDER_BONES,
     ControlConfig,
+    RegionSurface,
     backproject,
     facerecon_errors,
     geometry_distance,
@@ -190,3 +191,39 @@ def test_control_config_validation():
         ControlConfig(identities=1).validate()
     with pytest.raises(InputError):
         ControlConfig(num=0).validate()
+
+
+def test_geometry_metric_on_a_rendered_body(body):
+    """Depth of the body mesh drawn by the project's rasterizer, lifted with `backproject`:
+    ~0 against the body posed as asked, clearly more against another shoulder pose."""
+    from aniportraitgan.metrics.control import HEAD_BONES
+    from aniportraitgan.render import MeshRenderer, RenderBackendError, TexturedMesh
+
+    try:
+        renderer = MeshRenderer(samples=0)
+    except RenderBackendError as exc:
+        pytest.skip(str(exc))
+    z_id, z_exp = torch.zeros(1, body.id_dim), torch.zeros(1, body.exp_dim)
+    pose = torch.zeros(1, 6, 3)
+    other = pose.clone()
+    other[0, 1, 2], other[0, 2, 2] = 0.35, -0.35  # both collars raised
+    other[0, 3, 1] = 0.5  # head turned
+    verts = body(z_id, z_exp, pose).vertices
+    ref = body(z_id, z_exp, other).vertices
+    faces = body.faces.numpy()
+    tex = np.full((4, 4, 3), 128, np.uint8)
+    mesh = TexturedMesh(verts[0].numpy(), faces, body.uvs.numpy(), body.face_uvs.numpy(), tex)
+    cams = look_at_cameras(torch.tensor([0.3]), torch.tensor([0.1]))
+    out = renderer.render(mesh, cams.c2w[0].numpy(), float(cams.fov_deg[0]), 64, 64)
+    renderer.release()
+    depth = torch.from_numpy(out.depth)[None, None]
+    pts = backproject(depth, cams)
+    mask = torch.from_numpy(out.alpha >= 0.99).reshape(1, -1)
+    for bones in (SHOULDER_BONES, HEAD_BONES):
+        region = region_vertices(body, bones) & body.nn_valid
+        coarse, _ = geometry_distance(pts, mask, verts, body.nn_valid, region, ref)
+        surface = RegionSurface.build(verts[0], body.faces, region)
+        own, far = geometry_distance(pts, mask, verts, body.nn_valid, region, ref, surface=surface)
+        assert own.item() < 0.003, bones  # metres: surface sampling and depth-map resolution only
+        assert own.item() <= coarse.item() + 1e-6
+        assert far.item() > 2 * own.item() + 0.003, bones
