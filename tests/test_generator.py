@@ -55,6 +55,9 @@ def test_output_shapes_ranges_and_default_face_cameras(G):
     body_out = G.body(z_id, z_exp, z_pose)
     ref = matching_face_cameras(cams, body_out.head_center, body_out.head_rotation)
     assert torch.allclose(out.face_cameras.c2w, ref.c2w)
+    # Face views sample a sphere of face_bound_radius around the head (FACE_RADIUS = 0.8 m away).
+    r = G.config.face_bound_radius
+    assert out.face_depth.min() >= 0.8 - r - 1e-4 and out.face_depth.max() <= 0.8 + r + 1e-4
     none = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=8, face_resolution=None)
     assert none.face is None
 

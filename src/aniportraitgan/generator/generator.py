@@ -242,7 +242,8 @@ class Generator(nn.Module):
         if Hf:
             if face_cameras is None:
                 face_cameras = matching_face_cameras(main_cameras, body_out.head_center, body_out.head_rotation)
-            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, aux)
+            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, aux,
+                                     bound=(body_out.head_center, c.face_bound_radius))
             out.face, out.face_depth, out.face_alpha, out.face_cameras = face.image, face.depth, face.alpha, face_cameras
         if return_aux:
             views = 2 if Hf else 1
@@ -266,14 +267,25 @@ class Generator(nn.Module):
         if not torch.isfinite(cams.c2w).all():
             raise InputError(f"{name} contains NaN or infinite values")
 
-    def sample_depths(self, cams: Cameras) -> torch.Tensor:
-        """Camera z-depths [B, D] of the sample planes, spanning the portrait bounding box."""
+    def sample_depths(self, cams: Cameras, center: torch.Tensor | None = None,
+                      radius: float | None = None) -> torch.Tensor:
+        """Camera z-depths [B, D] of the sample planes.
+
+        They span the portrait bounding box or, given a bounding sphere (center [B, 3] scene
+        metres, radius metres; the face view uses one around the posed head), that sphere.
+        """
         c2w = cams.c2w.to(self.bbox_corners.dtype)
-        rel = self.bbox_corners[None] - c2w[:, None, :3, 3]
-        z = (rel * c2w[:, None, :3, 2]).sum(-1)  # [B, 8]
-        near = z.min(1).values.clamp_min(1e-3)
-        far = torch.maximum(z.max(1).values, near + 1e-3)
-        steps = torch.linspace(0.0, 1.0, self.config.samples_per_ray, device=z.device, dtype=z.dtype)
+        forward = c2w[:, :3, 2]
+        if center is None:
+            rel = self.bbox_corners[None] - c2w[:, None, :3, 3]
+            z = (rel * forward[:, None]).sum(-1)  # [B, 8]
+            near, far = z.min(1).values, z.max(1).values
+        else:
+            zc = ((center.to(c2w.dtype) - c2w[:, :3, 3]) * forward).sum(-1)
+            near, far = zc - radius, zc + radius
+        near = near.clamp_min(1e-3)
+        far = torch.maximum(far, near + 1e-3)
+        steps = torch.linspace(0.0, 1.0, self.config.samples_per_ray, device=near.device, dtype=near.dtype)
         return near[:, None] + (far - near)[:, None] * steps
 
     @staticmethod
@@ -376,10 +388,11 @@ class Generator(nn.Module):
         return x_t, x_p, x_c, depths
 
     def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
-                     w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict) -> _View:
+                     w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
+                     bound: tuple[torch.Tensor, float] | None = None) -> _View:
         c = self.config
         B = w_rad.shape[0]
-        depths = self.sample_depths(cams)  # [B, D]
+        depths = self.sample_depths(cams, *(bound or (None, None)))  # [B, D]
         D = depths.shape[1]
         # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
         pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
