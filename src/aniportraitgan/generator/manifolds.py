@@ -39,11 +39,15 @@ class ManifoldPredictor(nn.Module):
         self.register_buffer("levels", torch.linspace(hi, lo, n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for lin in self.linears:
-            h = F.softplus(lin(h), beta=10.0)
-        residual = self.out(h).squeeze(-1)
-        return (x - self.center).norm(dim=-1) + residual
+        # Always float32: the sign changes of s - level define the geometry, and bf16 autocast
+        # would quantise the intersection fractions.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            h = x
+            for lin in self.linears:
+                h = F.softplus(lin(h), beta=10.0)
+            residual = self.out(h).squeeze(-1)
+            return (x - self.center).norm(dim=-1) + residual
 
 
 @dataclass
