@@ -260,7 +260,7 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
         # JSON has no NaN: an undefined number (no valid pixel) is recorded as null.
         metrics.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ctrl.items()})
         meta["control"] = asdict(cfg.control)
-        meta["facerecon"] = cfg.facerecon
+        meta["facerecon"] = cfg.facerecon or "none: expression and head-pose errors skipped (give --facerecon)"
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     return EvalReport(metrics, meta)
 
