@@ -50,6 +50,9 @@ class GeneratorConfig:
     # volume on which Dp's fixed-size kernels would smooth 4x less; 0 disables the cap.
     dp_volume_max: int = 64
     use_dp: bool = True  # False: plain nearest-vertex skinning (the paper's "w/o Dp" ablation)
+    # Views whose full-resolution transform volume has at most this many numbers are upsampled
+    # densely (fast backward); larger ones (e.g. 512 x 512 renders) are read per ray chunk.
+    dp_dense_upsample_max: int = 1 << 26
     nn_chunk: int = 65536  # sample points per nearest-vertex distance chunk
 
     # Manifold super-resolution U (stage 2).

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aniportraitgan.cameras import Cameras, matching_face_cameras
@@ -347,6 +348,12 @@ class Generator(nn.Module):
         processed = self.pose.process(volume)
         if aux:
             aux["pose_smooth"] = aux["pose_smooth"] + self.pose.smooth_loss(volume, processed)
+        D = depths.shape[1]
+        if B * 16 * D * H * W <= self.config.dp_dense_upsample_max:
+            # Small views: one dense trilinear upsampling (its backward is far cheaper than
+            # grid_sample's), laid out per ray for the chunks.
+            dense = F.interpolate(processed, size=(D, H, W), mode="trilinear", align_corners=False)
+            return dense.permute(0, 3, 4, 2, 1).reshape(B, H * W, D, 16), None
         uv = cams.pixel_centers(H, W).to(depths.dtype)
         uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
         return processed, uv[None].expand(B, -1, -1)
@@ -359,7 +366,10 @@ class Generator(nn.Module):
         x_t = self._points(rays, depths, start, stop)
         if pose_volume is not None:
             processed, uv = pose_volume
-            T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
+            if uv is None:  # already upsampled per ray
+                T = processed[:, start:stop]
+            else:
+                T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
         else:
             T = self.pose.inverse_lbs(x_t.reshape(B, n * D, 3), body_out.vertices[:, self.nn_index],
                                       self.nn_weights, body_out.bone_transforms).reshape(B, n, D, 16)
