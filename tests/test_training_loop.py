@@ -90,6 +90,7 @@ def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
     assert list((run / "tensorboard").glob("events.*"))
     weights, meta = read_generator_file(run / "generator.safetensors")
     assert json.loads(meta["generator_config"])["samples_per_ray"] == 8
+    assert len(json.loads(meta["latent_prior"])["z_id_mean"]) == 40  # for inference.LatentPrior
     from aniportraitgan.training.checkpoint import load_generator
 
     G = load_generator(run / "generator.safetensors")

@@ -109,6 +109,7 @@ class CheckpointManager:
         config: dict[str, Any],
         signature: str,
         keep: bool = False,
+        extra_meta: dict[str, Any] | None = None,
     ) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"s{stage}-{step:08d}"
@@ -131,6 +132,8 @@ class CheckpointManager:
             "files": {"weights.safetensors": _sha256(w_bytes), "state.pt": _sha256(s_bytes)},
             "config": config,
         }
+        for key, value in (extra_meta or {}).items():
+            meta.setdefault(key, value)
         _write_bytes(tmp / "weights.safetensors", w_bytes)
         _write_bytes(tmp / "state.pt", s_bytes)
         _write_bytes(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -230,9 +233,11 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
 
 # ------------------------------------------------------------------ generator export
 def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor], generator_config: dict[str, Any],
-                     train_config: dict[str, Any] | None = None, step: int | None = None, stage: int | None = None) -> Path:
+                     train_config: dict[str, Any] | None = None, step: int | None = None, stage: int | None = None,
+                     extra_metadata: dict[str, str] | None = None) -> Path:
     """Write the EMA generator's weights with its configuration in the safetensors metadata
-    (atomically: temporary file + rename)."""
+    (atomically: temporary file + rename). `extra_metadata` adds string entries (e.g. the
+    `latent_prior` JSON that `inference.load_inference_model` reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -246,6 +251,8 @@ def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor],
         metadata["step"] = str(step)
     if stage is not None:
         metadata["stage"] = str(stage)
+    for key, value in (extra_metadata or {}).items():
+        metadata.setdefault(key, str(value))
     data = st_save_bytes(_tensor_dict(generator_state), metadata=metadata)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _write_bytes(tmp, data)

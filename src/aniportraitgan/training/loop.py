@@ -466,7 +466,12 @@ class Trainer:
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        path = self.ckpt.save(stage, step, weights, state, self.cfg.to_dict(), self.signature, keep=keep)
+        extra = {"generator_config": generator_config_to_dict(self.gen_cfg)}
+        prior = self._latent_prior_json()
+        if prior is not None:
+            extra["latent_prior"] = prior
+        path = self.ckpt.save(stage, step, weights, state, self.cfg.to_dict(), self.signature, keep=keep,
+                              extra_meta=extra)
         export_generator(
             self.run_dir / "generator.safetensors",
             self.G_ema.module.state_dict(),
@@ -474,13 +479,26 @@ class Trainer:
             self.cfg.to_dict(),
             step=step,
             stage=stage,
+            extra_metadata={"latent_prior": prior} if prior is not None else None,
         )
         LOG.info("checkpoint %s", path)
+
+    def _latent_prior_json(self) -> str | None:
+        """Label statistics for sampling identities and cameras at inference (inference.LatentPrior)."""
+        sampler = getattr(self, "sampler", None)
+        if sampler is None:
+            return None
+        try:
+            from aniportraitgan.inference import LatentPrior
+        except ImportError:
+            return None
+        return LatentPrior.from_sampler(sampler).to_json()
 
     def _run_stage(self, stage: int, steps: int) -> dict:
         cfg, st, info = self.cfg, self.cfg.stage(stage), self.info
         ab = cfg.ablation
         ds, sampler = self._load_dataset(stage)
+        self.sampler = sampler
         Ds = build_discriminators(
             st.portrait_resolution, st.face_resolution, cfg.disc,
             use_face=not ab.no_face_disc, use_torso=not ab.no_torso_disc,
