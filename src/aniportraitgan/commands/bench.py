@@ -4,6 +4,7 @@ Targets are sub-subcommands registered in ``TARGETS`` (name -> register function
 `bench` sub-parsers); each prints its measurements and a one-line summary last.
 
     aniportraitgan bench generator --preset tiny|paper [--batch B] [--repeats N] [--device cpu|cuda]
+        [--resolutions 128,512] [--geometry-res 128] [--threads N] [--json FILE]
     aniportraitgan bench body [--repeats N] [--device cpu|cuda]
 """
 
@@ -36,6 +37,9 @@ def _register_generator(sub) -> None:
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--geometry-res", type=int, default=128,
+                   help="also time larger portraits with deformation and M on this ray grid "
+                   "(GeneratorConfig.geometry_max_resolution); 0 skips that row")
     g.add_argument("--json", default=None, help="also write the results to this JSON file")
     g.set_defaults(func=run_generator)
 
@@ -97,8 +101,9 @@ def run_generator(args: argparse.Namespace) -> int:
 
     rows = []
 
-    def row(name, res, stage, cached):
+    def row(name, res, stage, cached, geometry=0):
         def fn():
+            G.config.geometry_max_resolution = geometry
             cache = None
             if cached:
                 cache = state["cache"][stage]
@@ -106,7 +111,9 @@ def run_generator(args: argparse.Namespace) -> int:
               stage=stage, psi=psi, cache=cache)
         seconds = _timed(fn, device, args.repeats, args.warmup)
         ms = 1000.0 * seconds / B
-        rows.append({"name": name, "resolution": res, "stage": stage, "cached": cached, "ms_per_frame": ms})
+        G.config.geometry_max_resolution = 0
+        rows.append({"name": name, "resolution": res, "stage": stage, "cached": cached,
+                     "geometry_max_resolution": geometry, "ms_per_frame": ms})
         print(f"{name:<28s} {ms:10.1f} ms/frame", flush=True)
 
     state: dict = {"cache": {}}
@@ -123,6 +130,8 @@ def run_generator(args: argparse.Namespace) -> int:
                 row(f"stage1 {res} uncached", res, 1, False)
             row(f"stage2 {res} uncached", res, 2, False)
             row(f"stage2 {res} cached", res, 2, True)
+            if res > args.geometry_res > 0:
+                row(f"stage2 {res} cached geo{args.geometry_res}", res, 2, True, args.geometry_res)
 
     threads = torch.get_num_threads()
     machine = f"{platform.processor() or platform.machine()}, {threads} threads" if device.type == "cpu" \
@@ -135,9 +144,14 @@ def run_generator(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2))
     parts = []
     for res in resolutions:
-        un = next(r["ms_per_frame"] for r in rows if r["resolution"] == res and r["stage"] == 2 and not r["cached"])
-        ca = next(r["ms_per_frame"] for r in rows if r["resolution"] == res and r["stage"] == 2 and r["cached"])
-        parts.append(f"{res}: {un:.0f} ms uncached, {ca:.0f} ms cached (x{un / ca:.1f})")
+        mine = [r for r in rows if r["resolution"] == res and r["stage"] == 2]
+        un = next(r["ms_per_frame"] for r in mine if not r["cached"])
+        ca = next(r["ms_per_frame"] for r in mine if r["cached"] and not r["geometry_max_resolution"])
+        text = f"{res}: {un:.0f} ms uncached, {ca:.0f} ms cached (x{un / ca:.1f})"
+        geo = [r for r in mine if r["geometry_max_resolution"]]
+        if geo:
+            text += f", {geo[0]['ms_per_frame']:.0f} ms cached geo{geo[0]['geometry_max_resolution']}"
+        parts.append(text)
     print(f"bench generator preset={args.preset} device={device} ({machine}) batch={B}: " + "; ".join(parts))
     return 0
 

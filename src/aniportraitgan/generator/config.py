@@ -69,6 +69,9 @@ class GeneratorConfig:
     # Portrait bounding box in canonical units; rays are sampled between its near/far depths.
     bbox_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     bbox_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Fast rendering: views larger than this evaluate the deformation and M on a ray grid of
+    # at most this size and interpolate them per pixel (0 = every pixel, the paper's way).
+    geometry_max_resolution: int = 0
     face_bound_radius: float = 0.25  # metres around the posed head centre sampled by face views
     ray_chunk: int = 16384  # rays per chunk for the per-sample networks (memory bound)
     aux_points: int = 4096  # points per view for the De loss terms (eqs. 10, 12)

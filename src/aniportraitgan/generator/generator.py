@@ -397,6 +397,25 @@ class Generator(nn.Module):
         x_t, x_p, x_c = self._deform(rays, depths, body_out, w_exp, vol, 0, R * R)
         return x_t, x_p, x_c, depths
 
+    def _geometry(self, rays, depths: torch.Tensor, body_out, w_exp: torch.Tensor, pose_volume,
+                  start: int, stop: int, aux: dict, n_rays: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonical samples x_can [B, n, D, 3] and the field s [B, n, D] of rays start:stop.
+
+        Adds the De loss terms of these rays to ``aux`` (weighted by their share of n_rays).
+        """
+        B, D = depths.shape
+        n = stop - start
+        _, x_p, x_c = self._deform(rays, depths, body_out, w_exp, pose_volume, start, stop)
+        if aux:
+            aux_step = max(1, (n_rays * D) // max(1, self.config.aux_points))
+            x_p_flat = x_p.reshape(B, n * D, 3)
+            aux["exp_minimal"] = aux["exp_minimal"] + self.expression.minimal_loss(
+                x_p_flat, x_c.reshape(B, n * D, 3)) * (n / n_rays)
+            sub = x_p_flat[:, ::aux_step]
+            aux["exp_smooth"] = aux["exp_smooth"] + self.expression.smooth_loss(sub, w_exp) * (n / n_rays)
+        x_can = x_c / SCENE_SCALE
+        return x_can, self.manifold(x_can)
+
     def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
                      w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
                      bound: tuple[torch.Tensor, float] | None = None) -> _View:
@@ -404,27 +423,41 @@ class Generator(nn.Module):
         B = w_rad.shape[0]
         depths = self.sample_depths(cams, *(bound or (None, None)))  # [B, D]
         D = depths.shape[1]
-        # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
-        pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
+        chunk = max(1, c.ray_chunk // B)
+        coarse = None
+        gmax = c.geometry_max_resolution
+        if gmax and max(H, W) > gmax:
+            # Deformation and M on a coarser ray grid (same depth planes), read per pixel by
+            # bilinear interpolation: the manifolds are smooth, the detail is in U's maps.
+            scale = gmax / max(H, W)
+            h, w = max(1, round(H * scale)), max(1, round(W * scale))
+            pose_volume = self._pose_volume(cams, h, w, depths, body_out, aux)
+            crays = self._rays(cams, h, w, depths.dtype)
+            parts = []
+            for start in range(0, h * w, chunk):
+                x_can, s = self._geometry(crays, depths, body_out, w_exp, pose_volume, start,
+                                          min(h * w, start + chunk), aux, h * w)
+                parts.append(torch.cat([x_can, s[..., None]], -1))
+            grid = torch.cat(parts, 1).reshape(B, h, w, D, 4).permute(0, 4, 3, 1, 2)  # [B, 4, D, h, w]
+            uv = cams.pixel_centers(H, W).to(depths.dtype)
+            uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
+            coarse = (grid, uv[None].expand(B, -1, -1))
+        else:
+            # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
+            pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
         rays = self._rays(cams, H, W, depths.dtype)
         levels = self.manifold.levels
         L = levels.shape[0]
-        chunk = max(1, c.ray_chunk // B)
         n_rays = H * W
-        aux_step = max(1, (n_rays * D) // max(1, c.aux_points))
         colors, dep, acc = [], [], []
         for start in range(0, n_rays, chunk):
             stop = min(n_rays, start + chunk)
             n = stop - start
-            _, x_p, x_c = self._deform(rays, depths, body_out, w_exp, pose_volume, start, stop)
-            if aux:
-                x_p_flat = x_p.reshape(B, n * D, 3)
-                aux["exp_minimal"] = aux["exp_minimal"] + self.expression.minimal_loss(
-                    x_p_flat, x_c.reshape(B, n * D, 3)) * (n / n_rays)
-                sub = x_p_flat[:, ::aux_step]
-                aux["exp_smooth"] = aux["exp_smooth"] + self.expression.smooth_loss(sub, w_exp) * (n / n_rays)
-            x_can = x_c / SCENE_SCALE
-            s = self.manifold(x_can)  # [B, n, D]
+            if coarse is None:
+                x_can, s = self._geometry(rays, depths, body_out, w_exp, pose_volume, start, stop, aux, n_rays)
+            else:
+                g = upsample_volume_at(coarse[0], coarse[1][:, start:stop], D)  # [B, n, D, 4]
+                x_can, s = g[..., :3], g[..., 3]
             hits = intersect_levels(s, levels, depths[:, None, :], x_can)
             if maps is None:
                 rad = self.radiance(hits.points.reshape(B, n * L, 3), w_rad)
