@@ -1,11 +1,11 @@
 """Deformation from the target (posed) space to the canonical space.
 
 Pose (Dp, paper 3.3.1): each target-space sample takes the skinning weights of its nearest posed
-body vertex (restricted to ``body.nn_valid``), blends the bone transforms with them and inverts
-the blend (inverse LBS, eq. 4). The 4x4 transforms of all samples of a view form a volume
-[B, 16, D, H, W] (D samples per ray, H x W rays) that two Conv3d layers process (eq. 5). The
-nearest-vertex lookup runs at half ray resolution and the processed volume is upsampled x2 by
-sampling it at the full-resolution pixel centres.
+body vertex (restricted to ``body.nn_valid``) and blends the inverse (posed -> zero pose) bone
+transforms with them (inverse LBS, eq. 4). The 4x4 transforms of all samples of a view form a
+volume [B, 16, D, H, W] (D samples per ray, H x W rays) that two Conv3d layers process (eq. 5).
+The volume is built at half resolution (rays and depth samples) and the processed volume is
+upsampled x2 (trilinear) to the full-resolution samples.
 
 Expression (De, 3.3.2): a 3-layer FiLM-SIREN conditioned on (z_id, z_exp) through a mapping
 network predicts a displacement; its last layer is zero so it starts as the identity.
