@@ -179,3 +179,26 @@ def test_expression_deformation_starts_as_identity_and_exposes_losses():
     assert loss.item() == pytest.approx(3 * (0.01 / SCENE_SCALE) ** 2, rel=1e-5)
     loss.backward()
     assert De.out.weight.grad.abs().sum() > 0
+
+
+def test_without_dp_plain_skinning_is_exact_per_sample(body):
+    """The "w/o Dp" ablation: every sample uses its own nearest vertex's skinning, no smoothing."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(use_dp=False), body)
+    z_id, z_exp, z_pose = _codes()
+    x_t, x_p, x_c, _ = G.deform_view(z_id, z_exp, z_pose, _cams(), 16)
+    assert (x_p - x_t).abs().max() < 1e-6 and (x_c - x_t).abs().max() < 1e-6
+    z_pose[0, 3] = HEAD_ROT
+    x_t, x_p, _, _ = G.deform_view(z_id, z_exp, z_pose, _cams(), 16)
+    out = body(z_id, z_exp, z_pose)
+    head = body.bone_names.index("head")
+    idx = nearest_vertex(x_t.reshape(1, -1, 3), out.vertices[:, G.nn_index])[0]
+    head_only = G.nn_weights[idx, head] > 1 - 1e-6
+    assert head_only.sum() > 100
+    j = out.joints[0, head]
+    expect = (x_t.reshape(-1, 3)[head_only] - j) @ axis_angle_to_matrix(HEAD_ROT) + j
+    assert (x_p.reshape(-1, 3)[head_only] - expect).norm(dim=-1).max() < 1e-5
+    with torch.no_grad():
+        img = G(torch.zeros(1, 40), z_exp, z_pose, torch.zeros(1, 16), _cams(), portrait_resolution=8,
+                face_resolution=None, return_aux=True)
+    assert img.portrait.shape == (1, 3, 8, 8) and img.aux["pose_smooth"] == 0
