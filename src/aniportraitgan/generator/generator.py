@@ -7,8 +7,12 @@ Per view (main portrait camera, face camera) and per ray sample:
     --eq. 8-->  pixel
 
 Samples lie on planes of constant camera depth between the near and far depths of the
-portrait's bounding box, so the samples of all rays form a regular (D, H, W) frustum grid: the
-transform volume that Dp convolves.
+portrait's bounding box (face views: a sphere around the posed head), so the samples of all rays
+form a regular (D, H, W) frustum grid: the transform volume that Dp convolves.
+
+Speed: stage 2 with an ``IdentityCache`` redoes only the per-frame work. For large renders,
+``GeneratorConfig.geometry_max_resolution`` (e.g. 128) evaluates the deformation chain and M on
+a coarser ray grid and interpolates x_c and s per pixel; detail still comes from U's 512 maps.
 """
 
 from __future__ import annotations
