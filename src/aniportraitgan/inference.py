@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from aniportraitgan.atomic import atomic_path
 from aniportraitgan.errors import AssetError, InputError
 
 DEMO_NAME = "demo"
@@ -340,9 +341,8 @@ def save_inference_checkpoint(path: str | Path, generator, stage: int | None = N
 
         weights, meta = read_generator_file(path)
         meta[PRIOR_METADATA_KEY] = prior.to_json()
-        tmp = path.with_name(f".{path.name}.prior-tmp")
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from aniportraitgan.atomic import atomic_path, temp_path_beside
 from aniportraitgan.errors import InputError, UserError
 
 VIDEO_FORMATS: dict[str, str] = {".mp4": "mp4", ".gif": "gif"}
@@ -67,16 +68,6 @@ def check_output_path(path: str | os.PathLike, formats: Iterable[str] | None = N
     return path
 
 
-def _temp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
-    os.close(fd)
-    # mkstemp makes the file private (0600); give the final file the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
 def as_uint8_frame(frame) -> np.ndarray:
     """A frame as uint8 [H, W, 3] (accepts uint8, or float in [0, 1])."""
     a = np.asarray(frame)
@@ -112,7 +103,7 @@ class VideoWriter:
         self.quality = float(quality)
         self.frame_count = 0
         self._size: tuple[int, int] | None = None
-        self._tmp: Path | None = _temp_path(self.path)
+        self._tmp: Path | None = temp_path_beside(self.path)
         self._ffmpeg = None
         self._gif_frames: list = []
         self._closed = False
@@ -238,31 +229,15 @@ def save_image_atomic(path: str | os.PathLike, image) -> Path:
 
     path = Path(path)
     img = image if isinstance(image, Image.Image) else Image.fromarray(as_uint8_frame(image))
-    tmp = _temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     """np.save through a temporary file and a rename."""
     path = Path(path)
-    tmp = _temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(array))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path

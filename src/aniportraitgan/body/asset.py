@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from aniportraitgan.atomic import atomic_path
 from aniportraitgan.errors import AssetError
 
 ASSET_FORMAT = "aniportraitgan-body/1"
@@ -74,13 +75,10 @@ def save_asset(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -
     """Write atomically (temporary file + rename) so a crash never leaves half an asset."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": ASSET_FORMAT, **meta}
     _validate(tensors, meta, str(path))
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta)})
 
 
 def load_asset(path: str | Path | None = None) -> BodyAsset:

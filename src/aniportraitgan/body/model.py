@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from aniportraitgan import frames
-from aniportraitgan.body.asset import BONE_NAMES, CONTROLLED_JOINTS, BodyAsset, load_asset
+from aniportraitgan.body.asset import BONE_NAMES, BodyAsset, load_asset
 from aniportraitgan.errors import InputError
 from aniportraitgan.rotations import axis_angle_to_matrix
 
@@ -223,7 +223,6 @@ class PortraitBodyModel(nn.Module):
         canonical, neutral = self._skin(torch.cat([verts, neutral_rest]), T0_rot.repeat(2, 1, 1, 1), T0_trans.repeat(2, 1, 1)).split(B)
 
         T = self._homogeneous(T_rot, T_trans)
-        T0 = self._homogeneous(T0_rot, T0_trans)
         T0_inv = self._homogeneous(T0_rot.transpose(-1, -2), -(T0_rot.transpose(-1, -2) @ T0_trans[..., None])[..., 0])
         relative = T @ T0_inv
         joints = W_trans

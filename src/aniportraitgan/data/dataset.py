@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError, InputError
 
 FORMAT_NAME = "aniportraitgan-portraits"
@@ -75,20 +75,6 @@ def face_path(root: str | os.PathLike, index: int) -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers never see a partial one (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_labels(path: str | os.PathLike, labels: Mapping[str, np.ndarray]) -> None:

@@ -13,36 +13,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..atomic import atomic_write  # noqa: F401 (re-exported)
 from ..errors import AssetError, InputError
 
 __all__ = ["REPORT_FORMAT", "KID_DISPLAY_SCALE", "atomic_write", "compare", "load_report", "markdown_table", "write_report"]
 
 REPORT_FORMAT = "aniportraitgan-metrics/1"
 KID_DISPLAY_SCALE = 100.0
-
-
-def atomic_write(path: str | os.PathLike, write: Callable, mode: str = "wb") -> None:
-    """Write through `write(fileobj)` into a temporary file beside `path`, then os.replace it,
-    so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _is_kid(key: str) -> bool:
