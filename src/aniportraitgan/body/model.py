@@ -16,7 +16,6 @@ generator's inverse LBS (paper eq. 4) undoes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,17 +31,35 @@ R_BODY_TO_SCENE = frames.body_to_scene_rotation()
 EXPRESSION_TOLERANCE = 1e-3
 
 
-@dataclass
 class BodyOutput:
-    vertices: torch.Tensor  # [B, V, 3] posed
-    canonical_vertices: torch.Tensor  # [B, V, 3] zero pose, with expression
-    neutral_vertices: torch.Tensor  # [B, V, 3] zero pose, neutral expression
-    joints: torch.Tensor  # [B, J, 3] posed bone heads
-    bone_transforms: torch.Tensor  # [B, J, 4, 4] zero pose -> posed
-    landmarks: torch.Tensor  # [B, 68, 3] posed
-    head_center: torch.Tensor  # [B, 3] posed
-    head_rotation: torch.Tensor  # [B, 3, 3] posed head frame relative to the zero pose
-    space: str = "scene"
+    """What one forward call returns. `canonical_vertices` and `neutral_vertices` are computed on
+    first access: most callers (rendering, landmarks, skinning) never need them."""
+
+    def __init__(self, vertices, joints, bone_transforms, landmarks, head_center, head_rotation, space, lazy):
+        self.vertices = vertices  # [B, V, 3] posed
+        self.joints = joints  # [B, J, 3] posed bone heads
+        self.bone_transforms = bone_transforms  # [B, J, 4, 4] zero pose -> posed
+        self.landmarks = landmarks  # [B, 68, 3] posed
+        self.head_center = head_center  # [B, 3] posed
+        self.head_rotation = head_rotation  # [B, 3, 3] posed head frame relative to the zero pose
+        self.space = space
+        self._lazy = lazy
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _get(self, name: str) -> torch.Tensor:
+        if name not in self._cache:
+            self._cache[name] = self._lazy(name)
+        return self._cache[name]
+
+    @property
+    def canonical_vertices(self) -> torch.Tensor:
+        """[B, V, 3] zero pose, with expression."""
+        return self._get("canonical")
+
+    @property
+    def neutral_vertices(self) -> torch.Tensor:
+        """[B, V, 3] zero pose, neutral expression."""
+        return self._get("neutral")
 
 
 class PortraitBodyModel(nn.Module):
@@ -66,9 +83,19 @@ class PortraitBodyModel(nn.Module):
         self.register_buffer("nn_valid", t["nn_valid"].bool(), persistent=False)
         self.register_buffer("R_bs", R_BODY_TO_SCENE.clone(), persistent=False)
         self.parents = [int(p) for p in t["bone_parents"]]
+        if self.parents[0] >= 0 or any(not 0 <= p < c for c, p in enumerate(self.parents[1:], 1)):
+            raise InputError("body asset: bones must be ordered parents first, with the root at index 0")
+        parent_index = torch.tensor([max(p, 0) for p in self.parents])
+        self.register_buffer("parent_index", parent_index, persistent=False)
+        self.register_buffer("is_root", parent_index == torch.arange(len(self.parents)), persistent=False)
+        self.register_buffer("is_root_child", parent_index == 0, persistent=False)
         self.head_index = BONE_NAMES.index("head")
         # Flattened bases for one matmul each.
-        self.register_buffer("_vert_basis", torch.cat([t["vertices_id"], t["vertices_exp"]]).flatten(1).float(), persistent=False)
+        # Vertex quantities are kept coordinate-major ([3, V]): skinning then runs on contiguous rows.
+        self.register_buffer("_vert_mean_t", t["vertices_mean"].float().T.contiguous(), persistent=False)
+        basis = torch.cat([t["vertices_id"], t["vertices_exp"]]).float()
+        self.register_buffer("_vert_basis_t", basis.transpose(1, 2).flatten(1).contiguous(), persistent=False)
+        self.register_buffer("_weights_t", t["skinning_weights"].float().T.contiguous(), persistent=False)
         self.register_buffer("_head_basis", torch.cat([t["heads_id"], t["heads_exp"]]).flatten(1).float(), persistent=False)
         self.register_buffer("_orient_basis", torch.cat([t["orient_id"], t["orient_exp"]]).flatten(1).float(), persistent=False)
 
@@ -126,7 +153,7 @@ class PortraitBodyModel(nn.Module):
     def _rest(self, z_id: torch.Tensor, z_exp: torch.Tensor):
         B = z_id.shape[0]
         codes = torch.cat([z_id, z_exp], dim=1)
-        verts = self.vertices_mean + (codes @ self._vert_basis).view(B, -1, 3)
+        verts = self._vert_mean_t + (codes @ self._vert_basis_t).view(B, 3, -1)  # [B, 3, V]
         heads = self.heads_mean + (codes @ self._head_basis).view(B, -1, 3)
         orient = self.orient_mean + (codes @ self._orient_basis).view(B, -1, 3, 3)
         # The rest rotation is the nearest proper rotation of a linear matrix, as anny computes it.
@@ -146,25 +173,25 @@ class PortraitBodyModel(nn.Module):
         return D.index_copy(1, self.controlled_joints, D_body)
 
     def _forward_kinematics(self, heads, rest_rot, deltas):
-        """anny's local-ref chain on the kept bones. Returns posed poses W and skinning T = W P^-1."""
+        """anny's local-ref chain on the kept bones. Returns posed poses W and skinning T = W P^-1.
+
+        With U the reference orientations and p(c) the parent: K_c = [U_p^T D_c U_c | U_p^T A_p
+        (h_c - h_p)], A_p = U_p R_p^T (I at the root), and W_c = W_p K_c; the root's
+        W_0 = [U_0^T D_0 U_0 | 0]. Everything but the product along the chain is batched over bones.
+        """
         U = self.reference_orientations  # [J, 3, 3]
-        p = self.parents
-        rot, trans = [], []
-        for c in range(self.num_bones):
-            M = deltas[:, c] @ U[c]
-            if p[c] < 0:
-                rot.append(U[c].T @ M)
-                trans.append(torch.zeros_like(heads[:, c]))
-                continue
-            par = p[c]
-            # The parent's reference head offset: A_p (h_c - h_p), A_p = U_p R_p^T (I at the root).
-            offset = heads[:, c] - heads[:, par]
-            if p[par] >= 0:
-                offset = (U[par] @ rest_rot[:, par].transpose(-1, -2) @ offset[..., None])[..., 0]
-            k_rot = U[par].T @ M
-            k_trans = (U[par].T @ offset[..., None])[..., 0]
-            rot.append(rot[par] @ k_rot)
-            trans.append(trans[par] + (rot[par] @ k_trans[..., None])[..., 0])
+        p = self.parent_index  # root points at itself
+        U_par_t = U[p].transpose(-1, -2)
+        A = U @ rest_rot.transpose(-1, -2)
+        A = torch.where(self.is_root_child[:, None, None] | self.is_root[:, None, None], torch.eye(3, dtype=A.dtype, device=A.device), A[:, p])
+        offsets = (A @ (heads - heads[:, p])[..., None])[..., 0]
+        k_rot = U_par_t @ deltas @ U
+        k_trans = (U_par_t @ offsets[..., None])[..., 0]
+        rot, trans = [k_rot[:, 0]], [torch.zeros_like(heads[:, 0])]
+        for c in range(1, self.num_bones):
+            par = self.parents[c]
+            rot.append(rot[par] @ k_rot[:, c])
+            trans.append(trans[par] + (rot[par] @ k_trans[:, c, :, None])[..., 0])
         W_rot = torch.stack(rot, 1)
         W_trans = torch.stack(trans, 1)
         T_rot = W_rot @ rest_rot.transpose(-1, -2)
@@ -179,14 +206,19 @@ class PortraitBodyModel(nn.Module):
         out[..., 3, 3] = 1.0
         return out
 
-    def _skin(self, verts, T_rot, T_trans):
-        """Linear blend skinning: blend [R | t] rows per vertex, then apply them elementwise
-        (a batched 3x3 matmul per vertex is ~10x slower on CPU)."""
+    def _skin(self, verts, T_rot, T_trans, weights_t=None):
+        """Linear blend skinning of coordinate-major vertices [B, 3, N] -> [B, 3, N].
+
+        One GEMM blends the bones' [R | t] rows for every vertex ([B*12, J] @ [J, N]); the
+        per-vertex 3x4 products then run as three fused multiply-adds over contiguous rows
+        (a batched 3x3 matmul per vertex is ~10x slower on CPU).
+        """
         B, J = T_rot.shape[:2]
-        rows = torch.cat([T_rot, T_trans[..., None]], -1).reshape(B, J, 12)
-        M = (self.skinning_weights @ rows).view(B, -1, 3, 4)  # [B, V, 3, 4]
-        x, y, z = verts[..., 0:1], verts[..., 1:2], verts[..., 2:3]
-        return torch.addcmul(torch.addcmul(torch.addcmul(M[..., 3], M[..., 0], x), M[..., 1], y), M[..., 2], z)
+        weights_t = self._weights_t if weights_t is None else weights_t
+        rows = torch.cat([T_rot, T_trans[..., None]], -1).reshape(B, J, 12).transpose(1, 2)
+        M = (rows.reshape(B * 12, J) @ weights_t).view(B, 3, 4, -1)
+        x, y, z = verts[:, 0:1], verts[:, 1:2], verts[:, 2:3]
+        return torch.addcmul(torch.addcmul(torch.addcmul(M[:, :, 3], M[:, :, 0], x), M[:, :, 1], y), M[:, :, 2], z)
 
     def blend_transforms(self, bone_transforms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Linear blend of bone transforms [B, J, 4, 4] with weights [N, J] or [B, N, J] -> [B, N, 4, 4]."""
@@ -210,31 +242,39 @@ class PortraitBodyModel(nn.Module):
         if space not in ("scene", "body"):
             raise InputError(f"space must be 'scene' or 'body', got {space!r}")
         B = z_id.shape[0]
-        verts, heads, rest_rot = self._rest(z_id, z_exp)
+        verts, heads, rest_rot = self._rest(z_id, z_exp)  # verts [B, 3, V]
         # One kinematic chain for the posed and the zero pose together (halves per-op overhead).
         deltas = self._deltas(torch.cat([z_pose, torch.zeros_like(z_pose)]))
         W_rot, W_trans, T_rot, T_trans = self._forward_kinematics(heads.repeat(2, 1, 1), rest_rot.repeat(2, 1, 1, 1), deltas)
         W_trans, T_rot, T0_rot = W_trans[:B], T_rot[:B], T_rot[B:]
         T_trans, T0_trans = T_trans[:B], T_trans[B:]
-
-        posed = self._skin(verts, T_rot, T_trans)
-        # Neutral expression: the bones barely depend on expression, so reuse the zero-pose chain.
-        neutral_rest = verts - (z_exp @ self._vert_basis[self.id_dim :]).view(verts.shape)
-        canonical, neutral = self._skin(torch.cat([verts, neutral_rest]), T0_rot.repeat(2, 1, 1, 1), T0_trans.repeat(2, 1, 1)).split(B)
+        to_scene = space == "scene"
+        # Skin straight into the output frame: x_s = R (T x - o) is a rigid map of its own.
+        skin_rot, skin_trans = T_rot, T_trans
+        skin0_rot, skin0_trans = T0_rot, T0_trans
+        if to_scene:
+            R, o = self.R_bs, self.scene_origin
+            skin_rot, skin_trans = R @ T_rot, (T_trans - o) @ R.T
+            skin0_rot, skin0_trans = R @ T0_rot, (T0_trans - o) @ R.T
+        posed = self._skin(verts, skin_rot, skin_trans).transpose(1, 2)
 
         T = self._homogeneous(T_rot, T_trans)
         T0_inv = self._homogeneous(T0_rot.transpose(-1, -2), -(T0_rot.transpose(-1, -2) @ T0_trans[..., None])[..., 0])
         relative = T @ T0_inv
         joints = W_trans
-        head_zero = neutral[:, self.head_center_ids].mean(1)
+        # The head centre: the mean of rigid head vertices in the neutral zero pose.
+        ids = self.head_center_ids
+        neutral_rest = self._neutral_rest(verts, z_exp)
+        head_zero = self._skin(neutral_rest[:, :, ids], skin0_rot, skin0_trans, self._weights_t[:, ids]).mean(2)
 
-        if space == "scene":
-            posed = self.body_to_scene_points(posed)
-            canonical = self.body_to_scene_points(canonical)
-            neutral = self.body_to_scene_points(neutral)
+        def lazy(name: str) -> torch.Tensor:
+            rest = verts if name == "canonical" else self._neutral_rest(verts, z_exp)
+            return self._skin(rest, skin0_rot, skin0_trans).transpose(1, 2).contiguous()
+
+        posed = posed.contiguous()
+        if to_scene:
             joints = self.body_to_scene_points(joints)
             relative = self.body_to_scene_transforms(relative)
-            head_zero = self.body_to_scene_points(head_zero)
         if global_transform is not None:
             g_rot, g_t = global_transform[:, None, :3, :3], global_transform[:, None, :3, 3]
             posed = (g_rot @ posed[..., None])[..., 0] + g_t
@@ -244,15 +284,20 @@ class PortraitBodyModel(nn.Module):
         head_center = (head_T[:, :3, :3] @ head_zero[..., None])[..., 0] + head_T[:, :3, 3]
         return BodyOutput(
             vertices=posed,
-            canonical_vertices=canonical,
-            neutral_vertices=neutral,
             joints=joints,
             bone_transforms=relative,
             landmarks=posed[:, self.landmark_ids],
             head_center=head_center,
             head_rotation=head_T[:, :3, :3],
             space=space,
+            lazy=lazy,
         )
+
+    def _neutral_rest(self, verts: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
+        """Rest vertices [B, 3, V] without the expression (the bones barely depend on expression,
+        so the zero-pose chain of the expressive rest pose is reused for them)."""
+        exp_basis = self._vert_basis_t[self.id_dim :]
+        return verts - (z_exp @ exp_basis).view(verts.shape)
 
     def neutral_codes(self, batch: int = 1, device=None):
         """Zero identity (the mean person), neutral expression, zero pose."""
