@@ -96,6 +96,12 @@ class PortraitBodyModel(nn.Module):
         basis = torch.cat([t["vertices_id"], t["vertices_exp"]]).float()
         self.register_buffer("_vert_basis_t", basis.transpose(1, 2).flatten(1).contiguous(), persistent=False)
         self.register_buffer("_weights_t", t["skinning_weights"].float().T.contiguous(), persistent=False)
+        # The rigid head vertices whose neutral zero-pose mean is the head centre, pre-sliced.
+        ids = t["head_center_ids"].long()
+        id_dim = t["vertices_id"].shape[0]
+        self.register_buffer("_head_mean_t", t["vertices_mean"].float()[ids].T.contiguous(), persistent=False)
+        self.register_buffer("_head_id_basis_t", basis[:id_dim, ids].transpose(1, 2).flatten(1).contiguous(), persistent=False)
+        self.register_buffer("_head_weights_t", self._weights_t[:, ids].contiguous(), persistent=False)
         self.register_buffer("_head_basis", torch.cat([t["heads_id"], t["heads_exp"]]).flatten(1).float(), persistent=False)
         self.register_buffer("_orient_basis", torch.cat([t["orient_id"], t["orient_exp"]]).flatten(1).float(), persistent=False)
 
@@ -263,9 +269,8 @@ class PortraitBodyModel(nn.Module):
         relative = T @ T0_inv
         joints = W_trans
         # The head centre: the mean of rigid head vertices in the neutral zero pose.
-        ids = self.head_center_ids
-        neutral_rest = self._neutral_rest(verts, z_exp)
-        head_zero = self._skin(neutral_rest[:, :, ids], skin0_rot, skin0_trans, self._weights_t[:, ids]).mean(2)
+        head_rest = self._head_mean_t + (z_id @ self._head_id_basis_t).view(B, 3, -1)
+        head_zero = self._skin(head_rest, skin0_rot, skin0_trans, self._head_weights_t).mean(2)
 
         def lazy(name: str) -> torch.Tensor:
             rest = verts if name == "canonical" else self._neutral_rest(verts, z_exp)
