@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m aniportraitgan demo --out outputs
+	$(PY) -m aniportraitgan demo --out outputs --resolution 64
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -223,3 +223,11 @@ def test_bench_body_prints_summary_last(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("bench body device=cpu") and "batch 64" in lines[-1]
     assert any(line.startswith("body forward batch 1 ") for line in lines)
+
+
+def test_output_slicing_keeps_lazy_fields(body):
+    out = body(*random_codes(body, 3))
+    part = out[1:3]
+    assert part.vertices.shape[0] == 2 and part.space == out.space
+    assert torch.equal(part.canonical_vertices, out.canonical_vertices[1:3])
+    assert torch.equal(out[0].neutral_vertices, out.neutral_vertices[:1])

@@ -51,6 +51,16 @@ class BodyOutput:
             self._cache[name] = self._lazy(name)
         return self._cache[name]
 
+    def __getitem__(self, index) -> "BodyOutput":
+        """The outputs of a subset of the batch (an int keeps the batch dimension)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return BodyOutput(
+            self.vertices[index], self.joints[index], self.bone_transforms[index], self.landmarks[index],
+            self.head_center[index], self.head_rotation[index], self.space,
+            lambda name: self._get(name)[index],
+        )
+
     @property
     def canonical_vertices(self) -> torch.Tensor:
         """[B, V, 3] zero pose, with expression."""

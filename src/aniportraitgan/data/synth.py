@@ -288,7 +288,7 @@ class SynthWorker:
         n = stop - start
         draws = draws[:n]
         z_id, z_exp, z_pose = z_id[:n], z_exp[:n], z_pose[:n]
-        out = dataclasses.replace(out, **{f.name: getattr(out, f.name)[:n] for f in dataclasses.fields(out) if f.name != "space"})
+        out = out[:n]
         cams, face, lm, flm, f_yaw, f_pitch = cams[:n], face[:n], lm[:n], flm[:n], f_yaw[:n], f_pitch[:n]
         long_hair = np.zeros(n, dtype=bool)
         verts_t = torch.cat([out.vertices, self.skirt.extend_batch(out.vertices)], 1)
