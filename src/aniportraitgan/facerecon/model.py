@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aniportraitgan.atomic import atomic_path
 from aniportraitgan.errors import AssetError, InputError
 
 KIND = "aniportraitgan-facerecon"
@@ -121,8 +122,6 @@ class FaceRecon(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
-        import os
-
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -130,9 +129,8 @@ class FaceRecon(nn.Module):
         meta = {"kind": KIND, "config": json.dumps(dataclasses.asdict(self.config), sort_keys=True)}
         if extra:
             meta["extra"] = json.dumps(extra, sort_keys=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}, str(tmp), metadata=meta)
         return path
 
     @classmethod

@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
+from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError
 
 FORMAT_VERSION = 1
@@ -254,9 +255,7 @@ def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor],
     for key, value in (extra_metadata or {}).items():
         metadata.setdefault(key, str(value))
     data = st_save_bytes(_tensor_dict(generator_state), metadata=metadata)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _write_bytes(tmp, data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.training import distributed as dist_utils
 from aniportraitgan.training.checkpoint import (
@@ -272,9 +273,7 @@ class Trainer:
                         f"than the one requested ({self.cfg.name}, ablation {self.cfg.ablation}): "
                         f"resume with the same --config and ablation flags, or use a new --out"
                     )
-            tmp = cfg_path.with_name(".config.json.tmp")
-            tmp.write_text(self.cfg.to_json() + "\n")
-            tmp.replace(cfg_path)
+            atomic_write_bytes(cfg_path, (self.cfg.to_json() + "\n").encode())
         dist_utils.barrier()
         self._setup_logging()
 
