@@ -82,11 +82,11 @@ class PortraitBodyModel(nn.Module):
         self.expression_names: list[str] = list(asset.meta["expression_names"])
         self.bone_names = list(BONE_NAMES)
         self.id_face_dim = int(asset.meta["id_face_dim"])
-        for name in (
-            "vertices_mean", "vertices_id", "vertices_exp", "heads_mean", "heads_id", "heads_exp",
-            "orient_mean", "orient_id", "orient_exp", "reference_orientations", "skinning_weights",
-            "uvs", "scene_origin",
-        ):
+        # The identity/expression bases are held only in the concatenated forms built below.
+        self.id_dim = int(t["vertices_id"].shape[0])
+        self.exp_dim = int(t["vertices_exp"].shape[0])
+        self.num_vertices = int(t["vertices_mean"].shape[0])
+        for name in ("heads_mean", "orient_mean", "reference_orientations", "skinning_weights", "uvs", "scene_origin"):
             self.register_buffer(name, t[name].float(), persistent=False)
         for name in ("faces", "face_uvs", "landmark_ids", "head_center_ids", "controlled_joints", "bone_parents"):
             self.register_buffer(name, t[name].long(), persistent=False)
@@ -108,9 +108,8 @@ class PortraitBodyModel(nn.Module):
         self.register_buffer("_weights_t", t["skinning_weights"].float().T.contiguous(), persistent=False)
         # The rigid head vertices whose neutral zero-pose mean is the head centre, pre-sliced.
         ids = t["head_center_ids"].long()
-        id_dim = t["vertices_id"].shape[0]
         self.register_buffer("_head_mean_t", t["vertices_mean"].float()[ids].T.contiguous(), persistent=False)
-        self.register_buffer("_head_id_basis_t", basis[:id_dim, ids].transpose(1, 2).flatten(1).contiguous(), persistent=False)
+        self.register_buffer("_head_id_basis_t", basis[: self.id_dim, ids].transpose(1, 2).flatten(1).contiguous(), persistent=False)
         self.register_buffer("_head_weights_t", self._weights_t[:, ids].contiguous(), persistent=False)
         self.register_buffer("_head_basis", torch.cat([t["heads_id"], t["heads_exp"]]).flatten(1).float(), persistent=False)
         self.register_buffer("_orient_basis", torch.cat([t["orient_id"], t["orient_exp"]]).flatten(1).float(), persistent=False)
@@ -119,18 +118,6 @@ class PortraitBodyModel(nn.Module):
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "PortraitBodyModel":
         return cls(load_asset(path)).to(device)
-
-    @property
-    def id_dim(self) -> int:
-        return self.vertices_id.shape[0]
-
-    @property
-    def exp_dim(self) -> int:
-        return self.vertices_exp.shape[0]
-
-    @property
-    def num_vertices(self) -> int:
-        return self.vertices_mean.shape[0]
 
     @property
     def num_bones(self) -> int:
@@ -316,7 +303,7 @@ class PortraitBodyModel(nn.Module):
 
     def neutral_codes(self, batch: int = 1, device=None):
         """Zero identity (the mean person), neutral expression, zero pose."""
-        device = device or self.vertices_mean.device
+        device = device or self.scene_origin.device
         return (
             torch.zeros(batch, self.id_dim, device=device),
             torch.zeros(batch, self.exp_dim, device=device),
