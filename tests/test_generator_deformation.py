@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras
+from aniportraitgan.frames import SCENE_SCALE
 from aniportraitgan.generator import Generator, GeneratorConfig
+from aniportraitgan.generator.generator import mouth_cavity
 from aniportraitgan.generator.deformation import (
     ExpressionDeformation,
     PoseDeformation,
@@ -175,7 +177,7 @@ def test_expression_deformation_starts_as_identity_and_exposes_losses():
     expr = neutral + 0.01
     # Target inverse displacement is -0.01 m per axis; De predicts 0 -> loss = 3 (0.01/scale)^2.
     from aniportraitgan.frames import SCENE_SCALE
-    loss = De.imitation_loss(expr, neutral, w)
+    loss = De.imitation_loss(expr, neutral - expr, w)
     assert loss.item() == pytest.approx(3 * (0.01 / SCENE_SCALE) ** 2, rel=1e-5)
     loss.backward()
     assert De.out.weight.grad.abs().sum() > 0
@@ -202,3 +204,69 @@ def test_without_dp_plain_skinning_is_exact_per_sample(body):
         img = G(torch.zeros(1, 40), z_exp, z_pose, torch.zeros(1, 16), _cams(), portrait_resolution=8,
                 face_resolution=None, return_aux=True)
     assert img.portrait.shape == (1, 3, 8, 8) and img.aux["pose_smooth"] == 0
+
+
+def test_mesh_guided_expression_maps_expression_vertices_onto_the_neutral_mesh(body):
+    """With mesh guidance (and De at its zero init), a sample on a vertex of the posed expression
+    mesh lands exactly on that vertex of the neutral zero-pose mesh: x_c = neutral vertex."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(use_dp=False), body)
+    assert G.config.exp_mesh_guided
+    z_id = torch.randn(1, 40) * 0.5
+    z_exp = torch.zeros(1, 52)
+    for name in ("jawOpen", "mouthSmileLeft", "eyeBlinkRight"):
+        z_exp[0, body.expression_names.index(name)] = 1.0
+    idx = G.nn_index
+    single_bone = G.nn_weights.max(-1).values > 1 - 1e-6
+    for rotate_head in (False, True):
+        z_pose = torch.zeros(1, 6, 3)
+        if rotate_head:
+            z_pose[0, 3] = HEAD_ROT
+        out = body(z_id, z_exp, z_pose)
+        posed = out.vertices[:, idx]
+        T = G.pose.inverse_lbs(posed, posed, G.nn_weights, out.bone_transforms, G._expression_offsets(out))
+        x_c = G.expression(apply_transforms(T, posed), G.expression.map(z_id, z_exp))
+        err = (x_c - out.neutral_vertices[:, idx]).norm(dim=-1)[0]
+        # Inverse LBS (eq. 4) is exact for vertices skinned to one bone, and for all at zero pose;
+        # a few vertices coincide with another in the posed expression mesh (a closed eyelid on
+        # the lower lid) and may find that one instead.
+        check = single_bone if rotate_head else torch.ones_like(single_bone)
+        assert check.sum() > 2000
+        assert (err[check] < 1e-5).float().mean() > 0.98, float((err[check] < 1e-5).float().mean())
+    # The expression really moves these vertices (so the test is not vacuous).
+    assert (out.canonical_vertices[:, idx] - out.neutral_vertices[:, idx]).norm(dim=-1).max() > 0.02
+
+
+def test_mesh_guidance_adds_the_mouth_interior_to_the_nearest_vertex_search(body):
+    guided = Generator(GeneratorConfig.tiny(), body)
+    plain = Generator(GeneratorConfig.tiny(exp_mesh_guided=False), body)
+    mouth = mouth_cavity(body)
+    assert 100 < int(mouth.sum()) < int((~body.nn_valid).sum())  # a part of the cavities only
+    assert torch.equal(plain.nn_index, body.nn_valid.nonzero().squeeze(1))
+    assert guided.nn_index.numel() == plain.nn_index.numel() + int(mouth.sum())
+    # Mouth-interior vertices lie between the mouth landmarks' heights (not eye sockets or ears).
+    rest = body(torch.zeros(1, 40), torch.zeros(1, 52), torch.zeros(1, 6, 3))
+    y = rest.vertices[0, mouth, 1]
+    eyes = rest.landmarks[0, 36:48, 1].min()
+    assert (y < eyes).all()
+
+
+def test_plain_de_imitation_target_is_the_inverse_expression_displacement(body):
+    """Without guidance the imitation loss of an untrained De equals the mean squared inverse
+    expression displacement of the sampled vertices; with guidance it is zero (no residual)."""
+    torch.manual_seed(0)
+    z_id, z_exp, z_pose = torch.zeros(1, 40), torch.zeros(1, 52), torch.zeros(1, 6, 3)
+    z_exp[0, body.expression_names.index("jawOpen")] = 1.0
+    cams = _cams()
+    for guided in (False, True):
+        G = Generator(GeneratorConfig.tiny(exp_mesh_guided=guided, aux_points=100_000), body)
+        out = G(z_id, z_exp, z_pose, torch.zeros(1, 16), cams, portrait_resolution=8, face_resolution=None,
+                return_aux=True)
+        imitation = out.aux["exp_imitation"].item()
+        if guided:
+            assert imitation == 0.0
+        else:
+            o = out.aux["body"]
+            d = (o.neutral_vertices - o.canonical_vertices)[:, G.nn_index] / SCENE_SCALE
+            assert imitation == pytest.approx(d.pow(2).sum(-1).mean().item(), rel=1e-4)
+            assert imitation > 0

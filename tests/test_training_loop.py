@@ -165,6 +165,27 @@ def test_stage_two_trains_only_superres(data_dir, tmp_path):
     assert any(k.startswith("D2.whole.") for k in w2)
 
 
+def test_stage_one_fine_tunes_a_trained_generator(data_dir, tmp_path):
+    """--init in stage 1 starts G and G_ema from another run's generator (fresh discriminators);
+    a generator of another configuration is refused with the differing fields."""
+    cfg = test_config()
+    first = tmp_path / "first"
+    train(cfg, opts(data_dir, first, steps=2))
+    source = load_checkpoint(first / "checkpoints" / "s1-00000002").weights
+    tuned = tmp_path / "tuned"
+    frozen = test_config()
+    frozen.stage1.g_lr = 0.0  # one step that leaves G as loaded, so the start can be compared
+    train(frozen, opts(data_dir, tuned, steps=1, init=first))
+    start = final_weights(tuned)
+    gen = [k for k in start if k.startswith("G_ema.") and "w_avg" not in k]  # w_avg keeps tracking
+    assert gen and all(torch.allclose(start[k], source[k], atol=1e-6) for k in gen)
+    assert all(torch.equal(start["G." + k[6:]], source[k]) for k in gen)
+    other = test_config()
+    other.generator_overrides = dict(other.generator_overrides, samples_per_ray=6)
+    with pytest.raises(AssetError, match="another generator config"):
+        train(other, opts(data_dir, tmp_path / "other", steps=1, init=first))
+
+
 @pytest.mark.parametrize("ablation", ["no_face_disc", "face_from_crop", "no_dp"])
 def test_ablations_run(data_dir, tmp_path, ablation):
     run = tmp_path / ablation

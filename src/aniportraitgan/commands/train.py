@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--stage2-steps", type=int, default=None, help="target steps of stage 2 when it differs from --steps")
     p.add_argument("--stage", default="1", choices=["1", "2", "both"], help="stage 1 (128, all but U), stage 2 (U and high-res discriminators) or both in sequence")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--init", default=None, help="stage-1 checkpoint folder (of another run) to start stage 2 from")
+    p.add_argument("--init", default=None, help="stage 2: the stage-1 checkpoint folder (of another run) to start from; "
+                   "stage 1: a trained generator to fine-tune ('demo', an exported .safetensors, a checkpoint or run folder)")
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch", type=int, default=None, help="override the global batch size of the stages run")

@@ -42,6 +42,10 @@ class GeneratorConfig:
     exp_mapping_hidden: int = 256
     exp_mapping_layers: int = 3
 
+    # Mesh guidance: each sample's inverse transform also undoes the body model's expression
+    # displacement at its nearest vertex, and De learns a residual (see deformation.py).
+    exp_mesh_guided: bool = True
+
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)
     dp_half_resolution: bool = True  # nearest-vertex lookup at half resolution (rays and depth), then x2

@@ -86,6 +86,28 @@ def _check_resolution(name: str, value) -> int:
     return value
 
 
+@torch.no_grad()
+def mouth_cavity(body_model: nn.Module, threshold: float = 3e-3) -> torch.Tensor:
+    """[V] bool: the interior vertices (outside ``nn_valid``) that jawOpen moves by > threshold m.
+
+    With mesh-guided expressions these join the nearest-vertex search, so that samples between
+    parted lips map to the mouth interior behind the closed lips in canonical space (where the
+    radiance field can hold a dark mouth that stays hidden while the mouth is closed) instead of
+    onto stretched lips. Eye sockets and the other cavities stay out.
+    """
+    inside = ~body_model.nn_valid.bool()
+    names = list(getattr(body_model, "expression_names", []))
+    if "jawOpen" not in names or not inside.any():
+        return torch.zeros_like(inside)
+    dev = body_model.nn_valid.device
+    z_id = torch.zeros(2, body_model.id_dim, device=dev)
+    z_exp = torch.zeros(2, body_model.exp_dim, device=dev)
+    z_exp[1, names.index("jawOpen")] = 1.0
+    verts = body_model(z_id, z_exp, torch.zeros(2, 6, 3, device=dev)).vertices
+    moved = (verts[1] - verts[0]).norm(dim=-1) > threshold
+    return inside & moved
+
+
 class Generator(nn.Module):
     """``Generator(config, body_model)``; see ``forward``.
 
@@ -115,7 +137,10 @@ class Generator(nn.Module):
                                                 c.exp_mapping_hidden, c.exp_mapping_layers)
         self.w_avg_radiance = WAverage(self.radiance.siren.w_dim, c.w_avg_beta)
         self.w_avg_superres = WAverage(c.sr_style_dim, c.w_avg_beta)
-        valid = body_model.nn_valid.nonzero().squeeze(1)
+        allowed = body_model.nn_valid.bool()
+        if c.exp_mesh_guided:
+            allowed = allowed | mouth_cavity(body_model)
+        valid = allowed.nonzero().squeeze(1)
         if valid.numel() == 0:
             raise InputError("body model has no vertex allowed in the nearest-vertex search (nn_valid)")
         self.register_buffer("nn_index", valid.clone(), persistent=False)
@@ -257,7 +282,11 @@ class Generator(nn.Module):
             verts = body_out.canonical_vertices[:, self.nn_index]
             neutral = body_out.neutral_vertices[:, self.nn_index]
             step = max(1, verts.shape[1] // c.aux_points)
-            aux["exp_imitation"] = self.expression.imitation_loss(verts[:, ::step], neutral[:, ::step], w_exp)
+            verts, neutral = verts[:, ::step], neutral[:, ::step]
+            if c.exp_mesh_guided:  # De reads the neutral mesh; its residual should vanish there
+                aux["exp_imitation"] = self.expression.imitation_loss(neutral, torch.zeros_like(neutral), w_exp)
+            else:
+                aux["exp_imitation"] = self.expression.imitation_loss(verts, neutral - verts, w_exp)
             aux["body"] = body_out
             aux["w_radiance"] = w_rad
             aux["w_expression"] = w_exp
@@ -334,12 +363,20 @@ class Generator(nn.Module):
         vdepths = near + (far - near) * index / max(D - 1, 1)
         return self._points(self._rays(cams, h, w, depths.dtype), vdepths).reshape(B, h, w, Dv, 3)
 
+    def _expression_offsets(self, body_out) -> torch.Tensor | None:
+        """Per nearest-search vertex, the body model's inverse expression displacement
+        (neutral - expression, zero pose, metres) that mesh guidance adds to each sample."""
+        if not self.config.exp_mesh_guided:
+            return None
+        idx = self.nn_index
+        return body_out.neutral_vertices[:, idx] - body_out.canonical_vertices[:, idx]
+
     def _transform_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out) -> torch.Tensor:
         """Inverse LBS transforms of the transform-volume samples: [B, 16, Dv, h, w]."""
         pts = self.volume_points(cams, H, W, depths)
         B, h, w, Dv, _ = pts.shape
         T = self.pose.inverse_lbs(pts.reshape(B, -1, 3), body_out.vertices[:, self.nn_index], self.nn_weights,
-                                  body_out.bone_transforms)
+                                  body_out.bone_transforms, self._expression_offsets(body_out))
         return T.reshape(B, h, w, Dv, 16).permute(0, 4, 3, 1, 2)
 
     def _pose_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
@@ -376,7 +413,8 @@ class Generator(nn.Module):
                 T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
         else:
             T = self.pose.inverse_lbs(x_t.reshape(B, n * D, 3), body_out.vertices[:, self.nn_index],
-                                      self.nn_weights, body_out.bone_transforms).reshape(B, n, D, 16)
+                                      self.nn_weights, body_out.bone_transforms,
+                                      self._expression_offsets(body_out)).reshape(B, n, D, 16)
         x_p = apply_transforms(T, x_t)
         x_c = self.expression(x_p.reshape(B, n * D, 3), w_exp).reshape(B, n, D, 3)
         return x_t, x_p, x_c
@@ -386,7 +424,9 @@ class Generator(nn.Module):
                     cams: Cameras, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The deformation chain of a view, for inspection and tests.
 
-        Returns x_t, x_p, x_c [B, R*R, D, 3] (scene metres) and the sample depths [B, D].
+        Returns x_t, x_p, x_c [B, R*R, D, 3] (scene metres) and the sample depths [B, D]. x_p is
+        after the inverse pose transform (and, with mesh guidance, the inverse expression
+        displacement), x_c after De.
         """
         B = _check_codes("z_id", z_id, (self.config.id_dim,), None)
         _check_codes("z_exp", z_exp, (self.config.exp_dim,), B)

@@ -69,7 +69,10 @@ class RunOptions:
     resume: bool = False
     device: str | None = None  # None: CUDA when available
     facerecon: Path | None = None  # trained R for the landmark loss (None: no landmark loss)
-    init: Path | None = None  # stage-1 checkpoint folder to start stage 2 from (another run)
+    # Stage 2: the stage-1 checkpoint folder (of another run) to start from. Stage 1: a
+    # generator to fine-tune (exported .safetensors, checkpoint or run folder; e.g. the bundled
+    # demo), with fresh discriminators and optimisers.
+    init: Path | None = None
     progress: bool = True
     # Test hook: called after every completed step as on_step(stage, step).
     on_step: Callable[[int, int], None] | None = None
@@ -407,6 +410,9 @@ class Trainer:
             ck_path = self.ckpt.latest()
         if ck_path is None and stage == 2 and self.opts.init is not None:
             ck_path = Path(self.opts.init)
+        if ck_path is None and stage == 1 and self.opts.init is not None:
+            self._init_generator(Path(self.opts.init))
+            return 0
         if ck_path is None:
             if stage == 2:
                 raise UserError(
@@ -445,6 +451,17 @@ class Trainer:
         if self.info.is_main:
             LOG.info("resumed stage %d at step %d from %s", stage, ck.step, ck.path)
         return ck.step
+
+    def _init_generator(self, source: Path) -> None:
+        """Fine-tuning: start G and G_ema from a trained generator of the same configuration."""
+        from aniportraitgan.inference import load_generator
+
+        loaded = load_generator(str(source), "cpu", expected_config=self.gen_cfg)
+        state = loaded.state_dict()
+        self.G.load_state_dict(state)
+        self.G_ema.module.load_state_dict(state)
+        if self.info.is_main:
+            LOG.info("stage 1 fine-tunes the generator of %s (discriminators start fresh)", source)
 
     def _save(self, stage: int, step: int, Ds, opt_G, opt_D, keep: bool = False) -> None:
         if not self.info.is_main:
