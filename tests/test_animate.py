@@ -54,6 +54,19 @@ def test_cached_and_uncached_frames_agree(model):
     torch.testing.assert_close(a.portrait, single, atol=1e-5, rtol=0)
 
 
+def test_face_view_renders_the_face_camera(model):
+    kf = preset("smile")[:2]
+    face = GeneratorFrames(model, 1, resolution=16, view="face")
+    frames = face(kf)
+    assert frames.shape == (2, 16, 16, 3) and frames.dtype == np.uint8
+    # the same pixels as the face output of a full render
+    full = GeneratorFrames(model, 1, resolution=16).render(kf, face_resolution=16).face
+    expect = ((full.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(frames.astype(np.float64) - expect).max() <= 1.0
+    with pytest.raises(InputError, match="view"):
+        GeneratorFrames(model, 1, resolution=16, view="side")
+
+
 def test_animate_writes_the_requested_frames(model, tmp_path):
     kf = preset("nod").interpolate(1)  # 4 keyframes -> 7 frames
     src = generator_source(model, 1, resolution=RES)
@@ -239,8 +252,9 @@ def _demo_with_checkpoint(ckpt, tmp_path, capsys, monkeypatch, short: bool) -> n
     assert "does not exist" not in stdout
     from PIL import Image
 
-    w, h = Image.open(tmp_path / "demo_controls.png").size
-    assert w > 5 * 16 and h > 4 * 16  # 5 columns, 4 rows
+    for name in ("demo_controls.png", "demo_face_controls.png"):
+        w, h = Image.open(tmp_path / name).size
+        assert w > 5 * 16 and h > 4 * 16  # 5 columns, 4 rows
     v = read_video(tmp_path / "demo.mp4")
     assert v.shape[1:] == (16, 32, 3)  # body model | portrait
     return v

@@ -50,12 +50,19 @@ def _check_resolution(resolution) -> int:
 
 
 class GeneratorFrames:
-    """Portraits of one identity from an ``InferenceModel`` (see ``aniportraitgan.inference``)."""
+    """Frames of one identity from an ``InferenceModel`` (see ``aniportraitgan.inference``).
+
+    ``view="portrait"`` renders the main camera; ``view="face"`` the dual face camera that
+    follows the head (the view D_face trains on), where expressions are easiest to see.
+    """
 
     def __init__(self, model, seed: int, psi: float = DEFAULT_PSI, resolution: int | None = None,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, view: str = "portrait") -> None:
         if not isinstance(psi, (int, float)) or isinstance(psi, bool) or not np.isfinite(psi):
             raise InputError(f"psi must be a finite number, got {psi!r}")
+        if view not in ("portrait", "face"):
+            raise InputError(f"view must be 'portrait' or 'face', got {view!r}")
+        self.view = view
         self.model = model
         self.seed = seed
         self.psi = float(psi)
@@ -80,6 +87,17 @@ class GeneratorFrames:
         )
 
     def __call__(self, kf: Keyframes) -> np.ndarray:
+        if self.view == "face":
+            # The portrait is not shown: render it at the smallest size the generator takes.
+            m = self.model
+            kf = kf.to(m.device)
+            B = len(kf)
+            with torch.no_grad():
+                out = m.generator(
+                    self.z_id.expand(B, -1), kf.expression, kf.pose, self.eps.expand(B, -1),
+                    m.cameras(kf.camera[:, 0], kf.camera[:, 1]), portrait_resolution=1,
+                    face_resolution=self.resolution, stage=m.stage, psi=self.psi, cache=self.cache)
+            return to_uint8_images(out.face)
         return to_uint8_images(self.render(kf).portrait)
 
 

@@ -171,11 +171,15 @@ def contact_sheet(render: Callable[[int, Keyframes], np.ndarray], identity_label
 
 
 def generator_contact_sheet(model, seeds: Sequence[int], columns: int = 5, psi: float = 0.7,
-                            resolution: int | None = None, batch_size: int = 8, title: str | None = None):
-    """Figure-3 sheet of a generator (``InferenceModel``) for a few seeds."""
+                            resolution: int | None = None, batch_size: int = 8, title: str | None = None,
+                            view: str = "portrait"):
+    """Figure-3 sheet of a generator (``InferenceModel``) for a few seeds; ``view="face"`` shows
+    the dual face camera instead of the portrait."""
     from aniportraitgan.animation.animate import GeneratorFrames
 
-    sources = [GeneratorFrames(model, int(s), psi=psi, resolution=resolution) for s in seeds]
+    if resolution is None and view == "face":
+        resolution = model.face_resolution
+    sources = [GeneratorFrames(model, int(s), psi=psi, resolution=resolution, view=view) for s in seeds]
 
     def render(i: int, kf: Keyframes) -> np.ndarray:
         parts = [sources[i](kf[j:j + batch_size]) for j in range(0, len(kf), batch_size)]

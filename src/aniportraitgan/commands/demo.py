@@ -2,7 +2,9 @@
 
 Writes `OUT/demo.mp4` (the `all` keyframe preset: every control in turn, >= 30 frames, with
 the driving body model beside the portrait) and `OUT/demo_controls.png` (a Figure-3-style
-contact sheet: camera, expression, head pose, shoulder pose for a few identities).
+contact sheet: camera, expression, head pose, shoulder pose for a few identities), and
+`OUT/demo_face_controls.png` (the same sheet through the dual face camera, where expressions are
+large enough to see).
 
 Without a trained checkpoint (the bundled `demo` one not produced yet) it says so and renders
 the body model instead: the video with the project's rasterizer and the contact sheet through
@@ -20,7 +22,7 @@ DEMO_SEEDS = (0, 1, 2)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="render outputs/demo.mp4 and outputs/demo_controls.png")
+    p = subparsers.add_parser("demo", help="render outputs/demo.mp4, outputs/demo_controls.png and outputs/demo_face_controls.png")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--ckpt", default="demo", help="checkpoint (default: the bundled demo model)")
     p.add_argument("--seed", type=int, default=0, help="identity of the video (default 0)")
@@ -85,6 +87,12 @@ def _with_model(args, model, kf, video: Path, sheet: Path) -> int:
                                   title=f"AniPortraitGAN controls ({model.source.name}, psi {args.psi:g})")
     save_image_atomic(sheet, img)
     print(f"wrote {sheet}")
+    # The same controls seen by the face camera, where expressions are large enough to see.
+    face_sheet = sheet.with_name("demo_face_controls.png")
+    img = generator_contact_sheet(model, DEMO_SEEDS, columns=5, psi=args.psi, resolution=args.resolution,
+                                  title=f"face camera ({model.source.name}, psi {args.psi:g})", view="face")
+    save_image_atomic(face_sheet, img)
+    print(f"wrote {face_sheet}")
     return 0
 
 
