@@ -130,6 +130,19 @@ def test_resume_is_exact(data_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_time_budget_stops_with_a_checkpoint_and_resume_finishes(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = test_config()
+    cfg.checkpoint_every = 100  # the budget, not the schedule, writes the checkpoint
+    summary = train(cfg, opts(data_dir, run, stage="both", steps=3, max_minutes=1e-9))
+    assert summary["stage1"]["out_of_time"] and summary["stage1"]["steps"] == 1
+    assert "stage2" not in summary  # a spent budget does not start the next stage
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["s1-00000001"]
+    assert (run / "generator.safetensors").is_file()
+    summary = train(cfg, opts(data_dir, run, steps=3, resume=True))
+    assert summary["stage1"] == {**summary["stage1"], "steps": 3, "resumed_at": 1}
+
+
 def test_resume_with_other_config_is_refused(data_dir, tmp_path):
     run = tmp_path / "run"
     train(test_config(), opts(data_dir, run, steps=1))
@@ -246,6 +259,11 @@ def test_cli_train_and_errors(data_dir, tmp_path, capsys):
     assert "unknown training config" in capsys.readouterr().err
     assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "y"), "--stage", "2", "--no-progress"]) == 2
     assert "stage-1 checkpoint" in capsys.readouterr().err
+    assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "z"), "--max-minutes", "0"]) == 2
+    assert "--max-minutes must be > 0" in capsys.readouterr().err
+    assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "w"), "--init", str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_cli_facerecon(data_dir, tmp_path):

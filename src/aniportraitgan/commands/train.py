@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--image-every", type=int, default=None)
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="mixed precision on CUDA (CPU is always fp32)")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: write a checkpoint and stop when it runs out (continue with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ab = p.add_argument_group("ablations (paper Table 2)")
     ab.add_argument("--no-face-disc", action="store_true", help="train without D_face")
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from aniportraitgan.errors import UserError
     from aniportraitgan.training.loop import RunOptions, train
 
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UserError(f"--max-minutes must be > 0, got {args.max_minutes}")
     for name in ("steps", "stage2_steps", "batch", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("batch", "checkpoint_every") else 0):
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         facerecon=Path(args.facerecon) if args.facerecon else None,
         init=Path(args.init) if args.init else None,
         progress=not args.no_progress,
+        max_minutes=args.max_minutes,
     )
     train(cfg, opts)
     return 0

@@ -74,6 +74,9 @@ class RunOptions:
     # demo), with fresh discriminators and optimisers.
     init: Path | None = None
     progress: bool = True
+    # Wall-clock budget of this invocation in minutes (None: none). When it runs out the trainer
+    # writes a checkpoint and stops; `--resume` continues (for job time limits and leased GPUs).
+    max_minutes: float | None = None
     # Test hook: called after every completed step as on_step(stage, step).
     on_step: Callable[[int, int], None] | None = None
 
@@ -393,12 +396,15 @@ class Trainer:
         dist_utils.broadcast_parameters([self.G])
         self.G_ema.copy_from(self.G)
         summary = {}
+        self.deadline = None if opts.max_minutes is None else time.time() + 60.0 * float(opts.max_minutes)
         try:
             for stage in stages:
                 steps = self.cfg.stage(stage).steps if opts.steps is None else opts.steps
                 if stage == 2 and opts.stage2_steps is not None:
                     steps = opts.stage2_steps
                 summary[f"stage{stage}"] = self._run_stage(stage, int(steps))
+                if summary[f"stage{stage}"].get("out_of_time"):
+                    break
         finally:
             self.close()
         return summary
@@ -584,9 +590,26 @@ class Trainer:
             dist_utils.barrier()
             if self.opts.on_step is not None:
                 self.opts.on_step(stage, done)
+            if done < steps and self._out_of_time():
+                if done % cfg.checkpoint_every:
+                    self._save(stage, done, Ds, opt_G, opt_D)
+                dist_utils.barrier()
+                if info.is_main:
+                    LOG.info("stage %d: time budget of %g min used up at step %d of %d; --resume continues",
+                             stage, self.opts.max_minutes, done, steps)
+                if bar is not None:
+                    bar.close()
+                return {"steps": done, "resumed_at": start, "last_logs": last_logs, "out_of_time": True}
         if bar is not None:
             bar.close()
         return {"steps": steps, "resumed_at": start, "last_logs": last_logs}
+
+    def _out_of_time(self) -> bool:
+        """Whether the wall-clock budget is spent (rank 0 decides, so all ranks stop together)."""
+        if self.deadline is None:
+            return False
+        flag = {"stop": float(time.time() >= self.deadline) if self.info.is_main else 0.0}
+        return dist_utils.all_reduce_mean(flag, self.device)["stop"] > 0
 
     # ---------------------------------------------------------------- one step
     def _sample(self, sampler, n: int, gen: torch.Generator, stage: int):
