@@ -176,13 +176,31 @@ def test_facerecon_errors_keys_and_values(body):
     z_exp = R.exp_mean.expand(3, -1).clone()  # the untrained R predicts exactly the label means
     view = torch.zeros(3, 2)
     e = facerecon_errors(R, body, faces, z_id, z_exp, view)
-    assert set(e) == {"exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg", "z_id_hat"}
+    assert set(e) == {"exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg", "z_id_hat", "z_exp_hat"}
     for k in ("exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg"):
         assert e[k].shape == (3,) and torch.allclose(e[k], torch.zeros(3), atol=1e-3), k
     z_exp2 = z_exp.clone()
     z_exp2[:, 0] += 0.5  # ask for a different expression: errors appear
     e2 = facerecon_errors(R, body, faces, z_id, z_exp2, view)
     assert (e2["exp_coef_mae"] > 0.005).all() and torch.isfinite(e2["exp_landmark_mm"]).all()
+
+
+def test_expression_correlation():
+    from aniportraitgan.metrics.control import EXP_PROBE, expression_correlation
+
+    names = ["browDownLeft", *EXP_PROBE]
+    g = torch.Generator().manual_seed(0)
+    asked = torch.rand(200, len(names), generator=g)
+    perfect = expression_correlation(asked, asked * 0.5 + 0.1, names)  # affine: correlation 1
+    assert perfect["exp_corr"] == pytest.approx(1.0) and perfect["exp_corr_jawOpen"] == pytest.approx(1.0)
+    ignored = expression_correlation(asked, torch.rand(200, len(names), generator=g), names)
+    assert abs(ignored["exp_corr"]) < 0.15
+    opposite = expression_correlation(asked, -asked, names)
+    assert opposite["exp_corr_eyeBlinkLeft"] == pytest.approx(-1.0)
+    constant = expression_correlation(asked, torch.zeros_like(asked), names)
+    assert math.isnan(constant["exp_corr"])  # no estimate varies: undefined, not 0
+    with pytest.raises(InputError, match="one shape"):
+        expression_correlation(asked, asked[:10], names)
 
 
 def test_control_config_validation():
