@@ -204,7 +204,11 @@ def test_config_presets_roundtrip_and_validation():
     assert paper.dp_kernel == (5, 9, 9)
     tiny = GeneratorConfig.preset("tiny")
     again = GeneratorConfig.from_dict(json.loads(tiny.to_json()))
-    assert again == tiny
+    assert again == tiny and again.exp_mesh_guided
+    # A config saved before mesh guidance existed describes a generator trained without it.
+    old = tiny.to_dict()
+    del old["exp_mesh_guided"]
+    assert not GeneratorConfig.from_dict(old).exp_mesh_guided
     with pytest.raises(InputError, match="unknown generator preset"):
         GeneratorConfig.preset("huge")
     with pytest.raises(InputError, match="dp_kernel"):

@@ -148,6 +148,9 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GeneratorConfig":
+        data = dict(data)
+        # Configs saved before mesh guidance existed describe generators trained without it.
+        data.setdefault("exp_mesh_guided", False)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -459,10 +459,19 @@ class Trainer:
         return ck.step
 
     def _init_generator(self, source: Path) -> None:
-        """Fine-tuning: start G and G_ema from a trained generator of the same configuration."""
+        """Fine-tuning: start G and G_ema from a trained generator of the same configuration.
+
+        Mesh guidance may differ (it has no parameters): a generator trained without it can be
+        fine-tuned with it."""
         from aniportraitgan.inference import load_generator
 
-        loaded = load_generator(str(source), "cpu", expected_config=self.gen_cfg)
+        loaded = load_generator(str(source), "cpu")
+        mine, theirs = self.gen_cfg.to_dict(), loaded.config.to_dict()
+        diff = [f"{k}: {theirs.get(k)!r} != {mine.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+                if k != "exp_mesh_guided" and mine.get(k) != theirs.get(k)]
+        if diff:
+            raise AssetError(f"--init {source} was trained with another generator config: "
+                             + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else ""))
         state = loaded.state_dict()
         self.G.load_state_dict(state)
         self.G_ema.module.load_state_dict(state)
