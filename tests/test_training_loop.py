@@ -259,6 +259,16 @@ def test_cli_train_and_errors(data_dir, tmp_path, capsys):
     assert "unknown training config" in capsys.readouterr().err
     assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "y"), "--stage", "2", "--no-progress"]) == 2
     assert "stage-1 checkpoint" in capsys.readouterr().err
+    # A config file (here the run's own config.json, edited) instead of a preset name.
+    edited = json.loads((run / "config.json").read_text())
+    edited["stage1"]["face_resolution"] = 16
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    assert main(["train", "--config", str(tmp_path / "edited.json"), "--data", str(data_dir), "--out",
+                 str(tmp_path / "from_file"), "--steps", "1", "--no-progress", "--image-every", "0"]) == 0
+    assert TrainConfig.from_json((tmp_path / "from_file" / "config.json").read_text()).stage1.face_resolution == 16
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["train", "--config", str(tmp_path / "bad.json"), "--data", str(data_dir), "--out", str(tmp_path / "v")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
     assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "z"), "--max-minutes", "0"]) == 2
     assert "--max-minutes must be > 0" in capsys.readouterr().err
     assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "w"), "--init", str(tmp_path / "nope"),

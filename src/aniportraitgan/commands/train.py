@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         description="Train AniPortraitGAN on a portrait dataset. A run folder holds config.json, "
         "checkpoints/, generator.safetensors (the EMA generator), samples/, tensorboard/ and train.log.",
     )
-    p.add_argument("--config", default="tiny", help="training preset: tiny or paper")
+    p.add_argument("--config", default="tiny", help="training preset (tiny or paper) or a TrainConfig JSON file "
+                   "(e.g. a run's config.json, edited)")
     p.add_argument("--data", required=True, help="portrait dataset folder (e.g. made by `aniportraitgan data synth`)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int, default=None, help="target number of steps of each stage (default: the preset's)")
@@ -48,7 +49,7 @@ def register(subparsers) -> None:
 def build_config(args: argparse.Namespace):
     from aniportraitgan.training.config import TrainConfig
 
-    cfg = TrainConfig.preset(args.config)
+    cfg = _load_config(args.config)
     cfg.ablation.no_face_disc = bool(args.no_face_disc)
     cfg.ablation.no_torso_disc = bool(args.no_torso_disc)
     cfg.ablation.face_from_crop = bool(args.face_from_crop)
@@ -61,6 +62,21 @@ def build_config(args: argparse.Namespace):
         if value is not None:
             setattr(cfg, name, value)
     return cfg
+
+
+def _load_config(name: str):
+    """A preset name, or a JSON file written by TrainConfig.to_json (a run's config.json)."""
+    from aniportraitgan.errors import UserError
+    from aniportraitgan.training.config import TrainConfig
+
+    if name.endswith(".json") or Path(name).is_file():
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"--config {path} does not exist")
+        cfg = TrainConfig.from_json(path.read_text())
+        cfg.validate()
+        return cfg
+    return TrainConfig.preset(name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One prepared GPU run that answers "do the controls, expressions included, take effect?" for a
+# small model: SynthPortraits at 128 px (faces 64), R at 64, the `tiny` generator trained at
+# 64 px portrait / 64 px face for a wall-clock budget, then contact sheets and control metrics.
+#
+# Sized for one call of about 10 minutes on one H100/H200 (device time is scarce: one call,
+# everything in it). On the device machine, from the repository root:
+#
+#   PY=python3 OUT=$OUT bash scripts/device_evidence.sh
+#
+# Its python3 has torch; moderngl/glcontext/roma travel as wheels in .whl/ (see
+# docs/training.md, "A GPU evidence run"). Everything lands in $OUT: sample sheets, the
+# exported generator, metrics JSON/Markdown and the logs.
+#
+# DRY=1 runs the same steps with toy sizes on a CPU (minutes), to check the script itself.
+set -euo pipefail
+
+PY=${PY:-python3}
+OUT=${OUT:-evidence}
+WORK=${WORK:-/tmp/aniportraitgan-evidence}
+mkdir -p "$OUT" "$WORK"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+if [ "${DRY:-0}" = 1 ]; then
+    NUM=24; RES=32; R_STEPS=20; R_RES=16; TRAIN_MIN=0.3; STEPS=4; CTRL=8; WORKERS=1; BATCH=2; FACE=16; PORTRAIT=16
+else
+    NUM=${NUM:-6000}; RES=128; R_STEPS=${R_STEPS:-3000}; R_RES=64; TRAIN_MIN=${TRAIN_MIN:-5}
+    STEPS=${STEPS:-100000}; CTRL=256; WORKERS=${WORKERS:-12}; BATCH=${BATCH:-32}; FACE=64; PORTRAIT=64
+fi
+
+ani() { $PY -m aniportraitgan "$@"; }
+stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/evidence.log"; }
+
+stamp "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
+stamp "data: $NUM SynthPortraits at $RES px"
+ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --workers "$WORKERS" --no-progress \
+    2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
+
+stamp "R: $R_STEPS steps at $R_RES px"
+ani facerecon train --data "$WORK/synth" --out "$WORK/R.safetensors" --steps "$R_STEPS" --resolution "$R_RES" \
+    2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+cp "$WORK/R.json" "$OUT/R.json" 2>/dev/null || true
+
+stamp "train: tiny preset at $PORTRAIT/$FACE px, batch $BATCH, $TRAIN_MIN min"
+# A training config file: the tiny preset at the evidence resolutions.
+$PY - "$WORK/config.json" "$PORTRAIT" "$FACE" "$BATCH" "$R_RES" <<'EOF'
+import os, sys
+from aniportraitgan.training.config import TrainConfig
+path, portrait, face, batch, r_res = sys.argv[1], *map(int, sys.argv[2:])
+cfg = TrainConfig.preset("tiny")
+cfg.stage1.portrait_resolution, cfg.stage1.face_resolution, cfg.stage1.batch_size = portrait, face, batch
+cfg.facerecon_resolution = r_res
+cfg.num_workers = min(4, os.cpu_count() or 1)
+cfg.image_every, cfg.checkpoint_every, cfg.log_every = 500, 500, 50
+open(path, "w").write(cfg.to_json())
+EOF
+ani train --config "$WORK/config.json" --data "$WORK/synth" --out "$WORK/run" --steps "$STEPS" --stage 1 \
+    --facerecon "$WORK/R.safetensors" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
+cp "$WORK/run/generator.safetensors" "$OUT/generator.safetensors"
+cp "$WORK/run/train.log" "$OUT/train.log"
+
+stamp "sheets and control metrics"
+$PY - "$WORK/run" "$OUT" <<'EOF'
+import os, sys
+from aniportraitgan.animation.contact_sheet import generator_contact_sheet
+from aniportraitgan.animation.video import save_image_atomic
+from aniportraitgan.inference import load_inference_model
+run, out = sys.argv[1], sys.argv[2]
+m = load_inference_model(run, "auto")
+for view in ("portrait", "face"):
+    img = generator_contact_sheet(m, [0, 1, 2], columns=5, psi=0.7, view=view,
+                                  title=f"{view} controls, step {m.step}")
+    save_image_atomic(f"{out}/{view}_controls.png", img)
+EOF
+ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics control --num "$CTRL" --control-num "$CTRL" \
+    --facerecon "$WORK/R.safetensors" --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+stamp "done"
