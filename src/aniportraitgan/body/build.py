@@ -30,6 +30,19 @@ CHEST_HEIGHT = 0.33  # metres in anny's rest frame (spine01 at 0.39, neck01 at 0
 ADULT_AGE = (0.55, 1.0)  # anny age anchors: newborn -1/3, baby 0, child 1/3, young 2/3, old 1
 
 
+
+def build_environment() -> dict[str, str]:
+    """Versions of the packages whose numerics shape anny's output."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("anny", "warp-lang", "roma", "torch", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
 def _is_face_change(label: str) -> bool:
     name = label.split(":", 1)[1]
     for side in ("l-", "r-"):
@@ -171,6 +184,9 @@ def build_asset(out: str | Path = DEFAULT_ASSET, num_samples: int = 3000, face_d
         "chest_height_m": CHEST_HEIGHT,
         "adult_age_range": list(ADULT_AGE),
         "seed": seed,
+        # anny's output moves by a few tenths of a millimetre between versions of its
+        # dependencies (measured: 0.34 mm), so the asset records what it was built with.
+        "build_environment": build_environment(),
     }
     # Landmarks and the scene origin need the model itself (zero pose of the mean identity).
     from aniportraitgan.body.asset import BodyAsset
