@@ -8,8 +8,8 @@
 #
 #   PY=python3 OUT=$OUT bash scripts/device_evidence.sh
 #
-# Its python3 has torch; moderngl/glcontext/roma travel as wheels in .whl/ (see
-# docs/training.md, "A GPU evidence run"). Everything lands in $OUT: sample sheets, the
+# Its python3 has torch; moderngl/glcontext/roma travel as wheels in .whl/ and the GL loader
+# libraries as Debian packages in .gl/ (see docs/training.md, "A GPU evidence run"). Everything lands in $OUT: sample sheets, the
 # exported generator, metrics JSON/Markdown and the logs.
 #
 # DRY=1 runs the same steps with toy sizes on a CPU (minutes), to check the script itself.
@@ -21,6 +21,16 @@ WORK=${WORK:-/tmp/aniportraitgan-evidence}
 mkdir -p "$OUT" "$WORK"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+
+# Headless OpenGL on an NVIDIA machine: the GL/EGL loader libraries travel as Debian packages in
+# .gl/ (unpacked into /), NVIDIA's EGL vendor file is named when the loader does not find it.
+if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if [ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ] && [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ]; then
+    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
