@@ -103,6 +103,36 @@ def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
         train(cfg, opts(data_dir, run, steps=2))
 
 
+def test_bf16_autocast_steps_stay_finite(data_dir, tmp_path):
+    """The mixed-precision path (CUDA only in real runs) exercised on the CPU's bf16 autocast:
+    both stages with R stay finite (the body model keeps full precision under autocast)."""
+    from aniportraitgan.facerecon import FaceRecon, FaceReconConfig
+
+    r_path = FaceRecon(FaceReconConfig(resolution=16, width=8, hidden=16)).save(tmp_path / "R.safetensors")
+    trainer = Trainer(test_config(), opts(data_dir, tmp_path / "run", stage="both", steps=2, stage2_steps=1,
+                                          facerecon=r_path))
+    trainer.amp_dtype = torch.bfloat16
+    summary = trainer.run()
+    for stage in ("stage1", "stage2"):
+        logs = summary[stage]["last_logs"]
+        assert logs and all(np.isfinite(v) for v in logs.values()), (stage, logs)
+    assert "landmark" in summary["stage1"]["last_logs"]
+
+
+def test_body_model_keeps_full_precision_under_autocast():
+    from aniportraitgan.body import PortraitBodyModel
+
+    body = PortraitBodyModel.load()
+    z_pose = torch.zeros(2, 6, 3)
+    z_pose[:, 3] = torch.tensor([0.1, 0.5, -0.2])
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = body(torch.randn(2, 40), torch.rand(2, 52), z_pose)
+        canonical = out.canonical_vertices
+    assert out.vertices.dtype == canonical.dtype == torch.float32
+    R = out.head_rotation
+    assert (R.transpose(1, 2) @ R - torch.eye(3)).abs().max() < 1e-5
+
+
 class Killed(Exception):
     pass
 

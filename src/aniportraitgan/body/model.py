@@ -244,6 +244,12 @@ class PortraitBodyModel(nn.Module):
             self._check(z_id, z_exp, z_pose, global_transform)
         if space not in ("scene", "body"):
             raise InputError(f"space must be 'scene' or 'body', got {space!r}")
+        # Always in the model's own precision: under mixed-precision training (autocast) bf16
+        # matmuls would leave the bone rotations visibly non-orthonormal (|R^T R - I| ~ 0.02).
+        with torch.autocast(device_type=z_id.device.type, enabled=False):
+            return self._forward(z_id, z_exp, z_pose, global_transform, space)
+
+    def _forward(self, z_id, z_exp, z_pose, global_transform, space: str) -> BodyOutput:
         B = z_id.shape[0]
         verts, heads, rest_rot = self._rest(z_id, z_exp)  # verts [B, 3, V]
         # One kinematic chain for the posed and the zero pose together (halves per-op overhead).
@@ -270,8 +276,9 @@ class PortraitBodyModel(nn.Module):
         head_zero = self._skin(head_rest, skin0_rot, skin0_trans, self._head_weights_t).mean(2)
 
         def lazy(name: str) -> torch.Tensor:
-            rest = verts if name == "canonical" else self._neutral_rest(verts, z_exp)
-            return self._skin(rest, skin0_rot, skin0_trans).transpose(1, 2).contiguous()
+            with torch.autocast(device_type=verts.device.type, enabled=False):
+                rest = verts if name == "canonical" else self._neutral_rest(verts, z_exp)
+                return self._skin(rest, skin0_rot, skin0_trans).transpose(1, 2).contiguous()
 
         posed = posed.contiguous()
         if to_scene:
