@@ -57,6 +57,9 @@ def nearest_vertex(points: torch.Tensor, vertices: torch.Tensor, chunk: int = 65
     if method != "bruteforce":
         raise ValueError(f"unknown nearest-vertex method {method!r}")
     B, N, _ = points.shape
+    # Bound the [B, chunk, V] distance block to ~2^28 numbers (1 GiB in fp32): a batch of 32 at
+    # the paper's 128 px would otherwise ask for 41 GB per chunk.
+    chunk = max(256, min(chunk, (1 << 28) // max(1, B * vertices.shape[1])))
     # Centring reduces the cancellation error of the expanded squared distance.
     center = vertices.mean(1, keepdim=True)
     v = (vertices - center).to(points.dtype)
