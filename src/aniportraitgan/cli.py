@@ -24,6 +24,7 @@ COMMANDS: list[str] = [
     "evaluate",
     "bench",
     "demo",
+    "serve",
 ]
 
 
