@@ -207,8 +207,9 @@ def test_config_presets_roundtrip_and_validation():
     assert again == tiny and again.exp_mesh_guided
     # A config saved before mesh guidance existed describes a generator trained without it.
     old = tiny.to_dict()
-    del old["exp_mesh_guided"]
+    del old["exp_mesh_guided"], old["exp_input_scale"]
     assert not GeneratorConfig.from_dict(old).exp_mesh_guided
+    assert GeneratorConfig.from_dict(old).exp_input_scale == 1.0
     with pytest.raises(InputError, match="unknown generator preset"):
         GeneratorConfig.preset("huge")
     with pytest.raises(InputError, match="dp_kernel"):

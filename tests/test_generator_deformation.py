@@ -270,3 +270,19 @@ def test_plain_de_imitation_target_is_the_inverse_expression_displacement(body):
             d = (o.neutral_vertices - o.canonical_vertices)[:, G.nn_index] / SCENE_SCALE
             assert imitation == pytest.approx(d.pow(2).sum(-1).mean().item(), rel=1e-4)
             assert imitation > 0
+
+
+def test_expression_input_scale_stretches_the_field():
+    """De with input scale s at x equals De with scale 1 at s * x: a lower scale is the same
+    field with every spatial frequency lowered by s."""
+    torch.manual_seed(0)
+    slow = ExpressionDeformation(4, 5, 16, 3, 16, 2, input_scale=0.25)
+    plain = ExpressionDeformation(4, 5, 16, 3, 16, 2, input_scale=1.0)
+    plain.load_state_dict(slow.state_dict())
+    torch.nn.init.normal_(slow.out.weight, std=0.1)
+    plain.out.weight.data.copy_(slow.out.weight)
+    w = slow.map(torch.randn(2, 4), torch.rand(2, 5))
+    x = torch.randn(2, 50, 3) * 0.1
+    torch.testing.assert_close(slow.displacement(x, w), plain.displacement(x * 0.25, w))
+    with pytest.raises(Exception, match="exp_input_scale"):
+        GeneratorConfig.tiny(exp_input_scale=0.0)

@@ -184,8 +184,11 @@ class ExpressionDeformation(nn.Module):
     """De: (x_p, z_id, z_exp) -> x_c, scene metres in and out."""
 
     def __init__(self, id_dim: int, exp_dim: int, hidden: int, layers: int,
-                 mapping_hidden: int, mapping_layers: int) -> None:
+                 mapping_hidden: int, mapping_layers: int, input_scale: float = 1.0) -> None:
         super().__init__()
+        # Canonical coordinates are multiplied by this before the sine layers: below 1 it lowers
+        # every spatial frequency of the displacement field by the same factor.
+        self.input_scale = float(input_scale)
         self.siren = FiLMSiren(3, hidden, layers)
         self.mapping = MappingNetwork(id_dim + exp_dim, mapping_hidden, mapping_layers, self.siren.w_dim)
         self.out = nn.Linear(hidden, 3)
@@ -197,7 +200,7 @@ class ExpressionDeformation(nn.Module):
 
     def displacement(self, x_p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x_c - x_p in scene metres for points x_p [B, N, 3]."""
-        h = self.siren(x_p / SCENE_SCALE, w)
+        h = self.siren(x_p * (self.input_scale / SCENE_SCALE), w)
         return self.out(h) * SCENE_SCALE
 
     def forward(self, x_p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
