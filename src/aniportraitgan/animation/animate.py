@@ -74,30 +74,23 @@ class GeneratorFrames:
                 self.cache = model.generator.build_cache(self.z_id, self.eps, psi=self.psi, stage=model.stage)
 
     @torch.no_grad()
-    def render(self, kf: Keyframes, face_resolution: int | None = None):
-        """The generator's output (portrait, depth, alpha, face) for a batch of keyframes."""
+    def render(self, kf: Keyframes, face_resolution: int | None = None, portrait_resolution: int | None = None):
+        """The generator's output (portrait, depth, alpha, face) for a batch of keyframes; the
+        portrait at ``portrait_resolution`` (default: this source's resolution)."""
         m = self.model
         kf = kf.to(m.device)
         B = len(kf)
         cams = m.cameras(kf.camera[:, 0], kf.camera[:, 1])
         return m.generator(
             self.z_id.expand(B, -1), kf.expression, kf.pose, self.eps.expand(B, -1), cams,
-            portrait_resolution=self.resolution, face_resolution=face_resolution,
+            portrait_resolution=portrait_resolution or self.resolution, face_resolution=face_resolution,
             stage=m.stage, psi=self.psi, cache=self.cache,
         )
 
     def __call__(self, kf: Keyframes) -> np.ndarray:
         if self.view == "face":
             # The portrait is not shown: render it at the smallest size the generator takes.
-            m = self.model
-            kf = kf.to(m.device)
-            B = len(kf)
-            with torch.no_grad():
-                out = m.generator(
-                    self.z_id.expand(B, -1), kf.expression, kf.pose, self.eps.expand(B, -1),
-                    m.cameras(kf.camera[:, 0], kf.camera[:, 1]), portrait_resolution=1,
-                    face_resolution=self.resolution, stage=m.stage, psi=self.psi, cache=self.cache)
-            return to_uint8_images(out.face)
+            return to_uint8_images(self.render(kf, face_resolution=self.resolution, portrait_resolution=1).face)
         return to_uint8_images(self.render(kf).portrait)
 
 
