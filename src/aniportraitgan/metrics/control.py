@@ -615,6 +615,8 @@ def facerecon_dataset_errors(facerecon, body, dataset, num: int, batch_size: int
         raise InputError("facerecon_dataset_errors: the dataset is empty")
     has_view = "face_yaw" in dataset.labels and "face_pitch" in dataset.labels
     acc: dict[str, list[torch.Tensor]] = {}
+    asked_exp: list[torch.Tensor] = []
+    estimated_exp: list[torch.Tensor] = []
     for s in tqdm(range(0, num, batch_size), desc="R on real faces", unit="batch", disable=not progress, leave=False):
         items = [dataset[i] for i in range(s, min(num, s + batch_size))]
         faces = torch.stack([it["face"] for it in items])
@@ -625,9 +627,8 @@ def facerecon_dataset_errors(facerecon, body, dataset, num: int, batch_size: int
         for k in ("exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg"):
             if k in errs:
                 acc.setdefault(k, []).append(errs[k].double())
-        acc.setdefault("asked_exp", []).append(z_exp.double())
-        acc.setdefault("estimated_exp", []).append(errs["z_exp_hat"].double())
-    asked, estimated = torch.cat(acc.pop("asked_exp")), torch.cat(acc.pop("estimated_exp"))
+        asked_exp.append(z_exp)
+        estimated_exp.append(errs["z_exp_hat"])
     out = {k: nanmean(torch.cat(v)) for k, v in acc.items()}
-    out.update(expression_correlation(asked, estimated, body.expression_names))
+    out.update(expression_correlation(torch.cat(asked_exp), torch.cat(estimated_exp), body.expression_names))
     return {f"{k}_real": v for k, v in out.items()}
