@@ -275,14 +275,14 @@ def test_demo_with_a_checkpoint_full_length(ckpt, tmp_path, capsys, monkeypatch)
 def test_body_view_uses_the_generator_cameras(model):
     """The side-by-side body view is drawn from the cameras the generator renders with."""
     pytest.importorskip("moderngl")
-    from aniportraitgan.animation.animate import BodyFrames, CameraSetup
+    from aniportraitgan.animation.animate import BodyFrames
 
     R = 64
     z_id, _ = model.identity(4)
     kf = preset("head_turn")[1:2]
     kf.camera[:, 0] = 0.4
     kf.camera[:, 1] = 0.1
-    img = BodyFrames(model.body, z_id, R, CameraSetup.of_model(model))(kf)[0]
+    img = BodyFrames(model.body, z_id, R, model.prior.camera)(kf)[0]
     out = model.body(z_id, kf.expression, kf.pose)
     cams = model.cameras(kf.camera[:, 0], kf.camera[:, 1])
     uv, depth = cams.project(out.vertices, R, R)
@@ -300,8 +300,8 @@ def test_body_view_uses_the_generator_cameras(model):
 
 
 def test_latent_prior_from_a_label_sampler():
-    from aniportraitgan.data.samplers import LabelSampler
-    from aniportraitgan.inference import LatentPrior
+    from aniportraitgan.latents import LabelSampler
+    from aniportraitgan.latents import LatentPrior
 
     n = 6
     g = np.random.default_rng(0)
@@ -311,7 +311,7 @@ def test_latent_prior_from_a_label_sampler():
     p = LatentPrior.from_sampler(LabelSampler(labels))
     np.testing.assert_allclose(p.z_id_mean.numpy(), labels["z_id"].mean(0), atol=1e-6)
     np.testing.assert_allclose(p.z_id_std.numpy(), labels["z_id"].std(0), atol=1e-6)
-    assert p.cam_radius == pytest.approx(1.5) and p.cam_fov == pytest.approx(12.0)
-    assert p.cam_look_at == pytest.approx((0.0, 0.1, 0.0))
+    assert p.camera.radius == pytest.approx(1.5) and p.camera.fov_deg == pytest.approx(12.0)
+    assert p.camera.look_at == pytest.approx((0.0, 0.1, 0.0))
     q = LatentPrior.from_json(p.to_json(), 40)
     torch.testing.assert_close(q.z_id_std, p.z_id_std)

@@ -20,7 +20,7 @@ from aniportraitgan.data.dataset import (
     save_labels,
     write_card,
 )
-from aniportraitgan.data.samplers import LabelSampler, SamplerConfig
+from aniportraitgan.latents import LabelSampler, SamplerConfig
 from aniportraitgan.errors import AssetError, InputError
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aniportraitgan.data import LabelSampler, PortraitDataset
+from aniportraitgan.data import PortraitDataset
+from aniportraitgan.latents import LabelSampler
 from aniportraitgan.data.dataset import LABELS_FILE, face_path, load_labels, portrait_path
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.render import RenderBackendError

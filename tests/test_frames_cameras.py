@@ -9,7 +9,7 @@ from aniportraitgan.cameras import (
     FACE_FOV,
     FACE_RADIUS,
     Cameras,
-    MainCameraDefaults,
+    MainCameraPlacement,
     face_angles_from_main,
     face_cameras,
     look_at_cameras,
@@ -174,7 +174,7 @@ def test_yaw_and_pitch_directions():
 
 
 def test_main_camera_defaults():
-    d = MainCameraDefaults()
+    d = MainCameraPlacement()
     cams = d.cameras(torch.zeros(2), torch.zeros(2))
     assert len(cams) == 2
     assert torch.allclose(cams.fov_deg, torch.full((2,), d.fov_deg))
@@ -305,7 +305,7 @@ def test_matching_face_camera_views_from_main_direction():
     assert torch.allclose(cos, torch.ones(B), atol=1e-12)
     assert torch.allclose(to_face.norm(dim=-1), torch.full((B,), FACE_RADIUS))
     # identity head at the look-at point: the face camera is the main camera moved closer
-    c0 = torch.tensor(MainCameraDefaults().look_at).expand(B, 3)
+    c0 = torch.tensor(MainCameraPlacement().look_at).expand(B, 3)
     face0 = matching_face_cameras(main, c0, torch.eye(3).expand(B, 3, 3))
     assert torch.allclose(face0.c2w[:, :3, :3], main.c2w[:, :3, :3], atol=1e-9)
 

@@ -10,7 +10,8 @@ import torch
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
 from aniportraitgan.errors import InputError
-from aniportraitgan.generator import Generator, GeneratorConfig
+from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
+from aniportraitgan.latents import LatentSample
 
 RES = 24
 
@@ -41,7 +42,7 @@ def _inputs(B=2, seed=1):
 def test_output_shapes_ranges_and_default_face_cameras(G):
     z_id, z_exp, z_pose, eps, cams = _inputs()
     with torch.no_grad():
-        out = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=16)
+        out = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=16))
     assert out.portrait.shape == (2, 3, RES, RES)
     assert out.portrait_depth.shape == out.portrait_alpha.shape == (2, 1, RES, RES)
     assert out.face.shape == (2, 3, 16, 16) and out.face_alpha.shape == (2, 1, 16, 16)
@@ -58,7 +59,7 @@ def test_output_shapes_ranges_and_default_face_cameras(G):
     # Face views sample a sphere of face_bound_radius around the head (FACE_RADIUS = 0.8 m away).
     r = G.config.face_bound_radius
     assert out.face_depth.min() >= 0.8 - r - 1e-4 and out.face_depth.max() <= 0.8 + r + 1e-4
-    none = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=8, face_resolution=None)
+    none = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=8, face_resolution=None))
     assert none.face is None
 
 
@@ -70,7 +71,7 @@ def test_explicit_face_cameras_and_white_background(G):
                            torch.tensor([[0.0, 0.0, 3.0]]))
     assert away.c2w[0, 2, 3] == pytest.approx(2.0) and away.c2w[0, 2, 2] == pytest.approx(1.0)
     with torch.no_grad():
-        out = G(z_id, z_exp, z_pose, eps, cams, face_cameras=away, portrait_resolution=8, face_resolution=8)
+        out = G(LatentSample(z_id, z_exp, z_pose, eps), cams, away, options=RenderOptions(portrait_resolution=8, face_resolution=8))
     assert torch.allclose(out.face, torch.ones_like(out.face))
     assert out.face_alpha.abs().max() == 0
 
@@ -79,10 +80,10 @@ def test_all_five_subnetworks_receive_gradients(body):
     torch.manual_seed(0)
     G = Generator(GeneratorConfig.tiny(), body)
     z_id, z_exp, z_pose, eps, cams = _inputs()
-    out = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=16, face_resolution=16, return_aux=True)
+    out = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=16, face_resolution=16, return_aux=True))
     for key in ("pose_smooth", "exp_imitation", "exp_smooth", "exp_minimal"):
-        assert out.aux[key].ndim == 0 and torch.isfinite(out.aux[key])
-    loss = out.portrait.square().mean() + out.face.square().mean() + out.aux["exp_imitation"]
+        assert getattr(out.aux, key).ndim == 0 and torch.isfinite(getattr(out.aux, key))
+    loss = out.portrait.square().mean() + out.face.square().mean() + out.aux.exp_imitation
     loss.backward()
     subs = G.subnetworks()
     def has_grad(m):
@@ -91,7 +92,7 @@ def test_all_five_subnetworks_receive_gradients(body):
         assert has_grad(subs[name]), name
     assert not has_grad(subs["U"])  # stage 1 does not use U
     G.zero_grad()
-    out2 = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=16, face_resolution=None, stage=2)
+    out2 = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=16, face_resolution=None, stage=2))
     out2.portrait.square().mean().backward()
     assert has_grad(subs["U"])
     assert has_grad(subs["M"]) and has_grad(subs["phi"])
@@ -103,9 +104,9 @@ def test_pose_smooth_loss_reaches_dp(body):
     with torch.no_grad():
         G.pose.conv1.weight.add_(torch.randn_like(G.pose.conv1.weight) * 1e-3)
     z_id, z_exp, z_pose, eps, cams = _inputs(1)
-    out = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=16, face_resolution=None, return_aux=True)
-    assert out.aux["pose_smooth"] > 0
-    out.aux["pose_smooth"].backward()
+    out = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=16, face_resolution=None, return_aux=True))
+    assert out.aux.pose_smooth > 0
+    out.aux.pose_smooth.backward()
     assert G.pose.conv1.weight.grad.abs().sum() > 0
 
 
@@ -113,10 +114,9 @@ def test_pose_smooth_loss_reaches_dp(body):
 def test_batch_equals_samples_one_by_one(G, stage):
     z_id, z_exp, z_pose, eps, cams = _inputs(3)
     with torch.no_grad():
-        full = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=16, stage=stage)
+        full = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=16, stage=stage))
         for i in range(3):
-            one = G(z_id[i:i + 1], z_exp[i:i + 1], z_pose[i:i + 1], eps[i:i + 1], cams[i],
-                    portrait_resolution=RES, face_resolution=16, stage=stage)
+            one = G(LatentSample(z_id[i:i + 1], z_exp[i:i + 1], z_pose[i:i + 1], eps[i:i + 1]), cams[i], options=RenderOptions(portrait_resolution=RES, face_resolution=16, stage=stage))
             assert torch.allclose(full.portrait[i:i + 1], one.portrait, atol=1e-5)
             assert torch.allclose(full.portrait_depth[i:i + 1], one.portrait_depth, atol=1e-5)
             assert torch.allclose(full.face[i:i + 1], one.face, atol=1e-5)
@@ -130,8 +130,8 @@ def test_ray_chunking_and_volume_reading_do_not_change_the_image(body):
     b = Generator(GeneratorConfig.tiny(ray_chunk=77, dp_dense_upsample_max=0), body).eval()
     z_id, z_exp, z_pose, eps, cams = _inputs(2)
     with torch.no_grad():
-        ia = a(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=None).portrait
-        ib = b(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=None).portrait
+        ia = a(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=None)).portrait
+        ib = b(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=None)).portrait
     assert torch.allclose(ia, ib, atol=1e-5)
 
 
@@ -141,9 +141,8 @@ def test_cached_and_uncached_rendering_agree(G, stage):
     G.compute_w_avg(256)
     with torch.no_grad():
         cache = G.build_cache(z_id, eps, psi=0.7, stage=stage)
-        plain = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=16, stage=stage, psi=0.7)
-        cached = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=RES, face_resolution=16, stage=stage, psi=0.7,
-                   cache=cache)
+        plain = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=16, stage=stage, psi=0.7))
+        cached = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=RES, face_resolution=16, stage=stage, psi=0.7, cache=cache))
     assert (cache.maps is not None) == (stage == 2)
     assert torch.allclose(plain.portrait, cached.portrait, atol=1e-6)
     assert torch.allclose(plain.face, cached.face, atol=1e-6)
@@ -154,22 +153,20 @@ def test_single_identity_cache_serves_a_batch_of_frames(G):
     z_id1, eps1 = z_id[:1], eps[:1]
     with torch.no_grad():
         cache = G.build_cache(z_id1, eps1, stage=2)
-        frames = G(z_id1.expand(3, -1), z_exp, z_pose, eps1.expand(3, -1), cams, portrait_resolution=16,
-                   face_resolution=None, stage=2, cache=cache)
-        plain = G(z_id1.expand(3, -1), z_exp, z_pose, eps1.expand(3, -1), cams, portrait_resolution=16,
-                  face_resolution=None, stage=2)
+        frames = G(LatentSample(z_id1.expand(3, -1), z_exp, z_pose, eps1.expand(3, -1)), cams, options=RenderOptions(portrait_resolution=16, face_resolution=None, stage=2, cache=cache))
+        plain = G(LatentSample(z_id1.expand(3, -1), z_exp, z_pose, eps1.expand(3, -1)), cams, options=RenderOptions(portrait_resolution=16, face_resolution=None, stage=2))
     assert torch.allclose(frames.portrait, plain.portrait, atol=1e-6)
     with pytest.raises(InputError, match="different z_id"):
-        G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=8, face_resolution=None, stage=2, cache=cache)
+        G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=8, face_resolution=None, stage=2, cache=cache))
     with pytest.raises(InputError, match="stage 2"):
-        G(z_id1, z_exp[:1], z_pose[:1], eps1, cams[0], portrait_resolution=8, stage=1, cache=cache)
+        G(LatentSample(z_id1, z_exp[:1], z_pose[:1], eps1), cams[0], options=RenderOptions(portrait_resolution=8, stage=1, cache=cache))
 
 
 def test_stage_two_at_init_resembles_stage_one(G):
     z_id, z_exp, z_pose, eps, cams = _inputs(1)
     with torch.no_grad():
-        s1 = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=32, face_resolution=None, stage=1)
-        s2 = G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=32, face_resolution=None, stage=2)
+        s1 = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=32, face_resolution=None, stage=1))
+        s2 = G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=32, face_resolution=None, stage=2))
     # U starts as bilinear upsampling of the maps: only resampling differences remain.
     assert (s1.portrait - s2.portrait).abs().mean() < 0.05
     assert (s1.portrait_alpha - s2.portrait_alpha).abs().mean() < 0.05
@@ -189,9 +186,9 @@ def test_truncation_needs_an_average(body):
     g = Generator(GeneratorConfig.tiny(), body).eval()
     z_id, z_exp, z_pose, eps, cams = _inputs(1)
     with pytest.raises(InputError, match="average mapping output"):
-        g(z_id, z_exp, z_pose, eps, cams, portrait_resolution=8, psi=0.7)
+        g(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=8, psi=0.7))
     g.train()
-    g(z_id, z_exp, z_pose, eps, cams, portrait_resolution=8, face_resolution=None)  # running average
+    g(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=8, face_resolution=None))  # running average
     assert g.w_avg_radiance.initialized
 
 
@@ -202,11 +199,11 @@ def test_cpu_results_are_deterministic_for_a_seed(body):
         g = Generator(GeneratorConfig.tiny(), body)
         z_id, z_exp, z_pose, eps, cams = _inputs(2, seed=5)
         torch.manual_seed(7)
-        o = g(z_id, z_exp, z_pose, eps, cams, portrait_resolution=16, face_resolution=16, return_aux=True)
+        o = g(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=16, face_resolution=16, return_aux=True))
         outs.append(o)
     assert torch.equal(outs[0].portrait, outs[1].portrait)
     assert torch.equal(outs[0].face, outs[1].face)
-    assert torch.equal(outs[0].aux["exp_smooth"], outs[1].aux["exp_smooth"])
+    assert torch.equal(outs[0].aux.exp_smooth, outs[1].aux.exp_smooth)
 
 
 def test_state_dict_excludes_the_body_model(G):
@@ -219,23 +216,23 @@ def test_bad_inputs_raise_input_error(G):
     z_id, z_exp, z_pose, eps, cams = _inputs(2)
     kw = dict(portrait_resolution=8, face_resolution=None)
     with pytest.raises(InputError, match="z_id"):
-        G(z_id[:, :10], z_exp, z_pose, eps, cams, **kw)
+        G(LatentSample(z_id[:, :10], z_exp, z_pose, eps), cams, options=RenderOptions(**kw))
     with pytest.raises(InputError, match="z_exp has batch 1"):
-        G(z_id, z_exp[:1], z_pose, eps, cams, **kw)
+        G(LatentSample(z_id, z_exp[:1], z_pose, eps), cams, options=RenderOptions(**kw))
     with pytest.raises(InputError, match=r"z_pose must have shape \[B, 6, 3\]"):
-        G(z_id, z_exp, z_pose.reshape(2, 18), eps, cams, **kw)
+        G(LatentSample(z_id, z_exp, z_pose.reshape(2, 18), eps), cams, options=RenderOptions(**kw))
     bad = eps.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(InputError, match="eps contains NaN"):
-        G(z_id, z_exp, z_pose, bad, cams, **kw)
-    with pytest.raises(InputError, match="main_cameras holds 1 cameras"):
-        G(z_id, z_exp, z_pose, eps, cams[0], **kw)
-    with pytest.raises(InputError, match="main_cameras must be"):
-        G(z_id, z_exp, z_pose, eps, cams.c2w, **kw)
+        G(LatentSample(z_id, z_exp, z_pose, bad), cams, options=RenderOptions(**kw))
+    with pytest.raises(InputError, match="cameras holds 1 cameras"):
+        G(LatentSample(z_id, z_exp, z_pose, eps), cams[0], options=RenderOptions(**kw))
+    with pytest.raises(InputError, match="cameras must be"):
+        G(LatentSample(z_id, z_exp, z_pose, eps), cams.c2w, options=RenderOptions(**kw))
     with pytest.raises(InputError, match="stage"):
-        G(z_id, z_exp, z_pose, eps, cams, stage=3, **kw)
+        G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(stage=3, **kw))
     with pytest.raises(InputError, match="portrait_resolution"):
-        G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=0)
+        G(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=0))
     with pytest.raises(InputError, match="body model codes"):
         Generator(GeneratorConfig.tiny(id_dim=12), G.body)
 
@@ -248,11 +245,11 @@ def test_coarse_geometry_rendering_approximates_per_pixel_rendering(body):
     z_id, z_exp, z_pose, eps, cams = _inputs(1)
     with torch.no_grad():
         kw = dict(face_resolution=None, stage=2)
-        a = exact(z_id, z_exp, z_pose, eps, cams, portrait_resolution=48, **kw)
-        b = fast(z_id, z_exp, z_pose, eps, cams, portrait_resolution=48, **kw)
+        a = exact(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=48, **kw))
+        b = fast(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=48, **kw))
         # At or below the cap both are the same computation.
-        same_a = exact(z_id, z_exp, z_pose, eps, cams, portrait_resolution=24, **kw)
-        same_b = fast(z_id, z_exp, z_pose, eps, cams, portrait_resolution=24, **kw)
+        same_a = exact(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=24, **kw))
+        same_b = fast(LatentSample(z_id, z_exp, z_pose, eps), cams, options=RenderOptions(portrait_resolution=24, **kw))
     assert torch.equal(same_a.portrait, same_b.portrait)
     assert b.portrait.shape == a.portrait.shape
     assert (a.portrait - b.portrait).abs().mean() < 0.02

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.frames import SCENE_SCALE
-from aniportraitgan.generator import Generator, GeneratorConfig
+from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
+from aniportraitgan.latents import LatentSample
 from aniportraitgan.generator.generator import mouth_cavity
 from aniportraitgan.generator.deformation import (
     ExpressionDeformation,
@@ -201,9 +202,8 @@ def test_without_dp_plain_skinning_is_exact_per_sample(body):
     expect = (x_t.reshape(-1, 3)[head_only] - j) @ axis_angle_to_matrix(HEAD_ROT) + j
     assert (x_p.reshape(-1, 3)[head_only] - expect).norm(dim=-1).max() < 1e-5
     with torch.no_grad():
-        img = G(torch.zeros(1, 40), z_exp, z_pose, torch.zeros(1, 16), _cams(), portrait_resolution=8,
-                face_resolution=None, return_aux=True)
-    assert img.portrait.shape == (1, 3, 8, 8) and img.aux["pose_smooth"] == 0
+        img = G(LatentSample(torch.zeros(1, 40), z_exp, z_pose, torch.zeros(1, 16)), _cams(), options=RenderOptions(portrait_resolution=8, face_resolution=None, return_aux=True))
+    assert img.portrait.shape == (1, 3, 8, 8) and img.aux.pose_smooth == 0
 
 
 def test_mesh_guided_expression_maps_expression_vertices_onto_the_neutral_mesh(body):
@@ -260,13 +260,12 @@ def test_plain_de_imitation_target_is_the_inverse_expression_displacement(body):
     cams = _cams()
     for guided in (False, True):
         G = Generator(GeneratorConfig.tiny(exp_mesh_guided=guided, aux_points=100_000), body)
-        out = G(z_id, z_exp, z_pose, torch.zeros(1, 16), cams, portrait_resolution=8, face_resolution=None,
-                return_aux=True)
-        imitation = out.aux["exp_imitation"].item()
+        out = G(LatentSample(z_id, z_exp, z_pose, torch.zeros(1, 16)), cams, options=RenderOptions(portrait_resolution=8, face_resolution=None, return_aux=True))
+        imitation = out.aux.exp_imitation.item()
         if guided:
             assert imitation == 0.0
         else:
-            o = out.aux["body"]
+            o = out.aux.body
             d = (o.neutral_vertices - o.canonical_vertices)[:, G.nn_index] / SCENE_SCALE
             assert imitation == pytest.approx(d.pow(2).sum(-1).mean().item(), rel=1e-4)
             assert imitation > 0

@@ -12,7 +12,9 @@ from aniportraitgan import inference
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.generator import Generator, GeneratorConfig
-from aniportraitgan.inference import LatentPrior, load_generator, load_inference_model, save_inference_checkpoint
+from aniportraitgan.cameras import MainCameraPlacement
+from aniportraitgan.latents import LatentPrior
+from aniportraitgan.inference import load_generator, load_inference_model, save_inference_checkpoint
 from aniportraitgan.training.checkpoint import CheckpointManager, export_generator
 
 
@@ -124,10 +126,10 @@ def test_training_checkpoint_folder_and_run_folder(tiny, tmp_path, body):
 
 
 def test_latent_prior_round_trip_and_identities(tiny, tmp_path, body):
-    prior = LatentPrior(torch.linspace(-1, 1, 40), torch.full((40,), 0.5), 1.3, 18.0, (0.0, 0.05, 0.01))
+    prior = LatentPrior(torch.linspace(-1, 1, 40), torch.full((40,), 0.5), MainCameraPlacement(1.3, 18.0, (0.0, 0.05, 0.01)))
     path = save_inference_checkpoint(tmp_path / "p.safetensors", tiny, stage=1, prior=prior)
     m = load_inference_model(path, body_model=body)
-    assert m.prior.source == "training labels" and m.prior.cam_radius == 1.3 and m.prior.cam_fov == 18.0
+    assert m.prior.source == "training labels" and m.prior.camera.radius == 1.3 and m.prior.camera.fov_deg == 18.0
     torch.testing.assert_close(m.prior.z_id_mean, prior.z_id_mean)
     z1, e1 = m.identity(5)
     z2, e2 = m.identity(5)
@@ -138,7 +140,7 @@ def test_latent_prior_round_trip_and_identities(tiny, tmp_path, body):
     assert e1.shape == (1, tiny.config.noise_dim)
     cams = m.cameras(torch.tensor([0.0]), torch.tensor([0.0]))
     eye = cams.c2w[0, :3, 3]
-    torch.testing.assert_close((eye - torch.tensor(prior.cam_look_at)).norm(), torch.tensor(1.3))
+    torch.testing.assert_close((eye - torch.tensor(prior.camera.look_at)).norm(), torch.tensor(1.3))
     with pytest.raises(InputError, match="seed"):
         m.identity(-1)
 

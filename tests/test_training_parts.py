@@ -3,6 +3,8 @@ config round trip, EMA, atomic checkpoints and their error messages."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -13,7 +15,8 @@ from aniportraitgan.training.checkpoint import CheckpointManager, load_checkpoin
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.discriminator import Discriminator, MinibatchStd, build_discriminators
 from aniportraitgan.training.ema import EMA, ema_beta
-from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty, torso_crop, weighted_aux_losses
+from aniportraitgan.generator import Aux
+from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty, torso_crop
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])
@@ -89,13 +92,16 @@ def test_torso_crop_is_lower_quarter():
         torso_crop(torch.zeros(1, 3, 10, 8))
 
 
-def test_weighted_aux_losses_picks_known_names():
-    cfg = TrainConfig.preset("tiny").loss
-    aux = {"imitation": torch.tensor(2.0), "loss_exp_smooth": torch.tensor([1.0, 3.0]), "other": torch.tensor(5.0)}
-    out = weighted_aux_losses(aux, cfg)
-    assert set(out) == {"imitation", "exp_smooth"}
+def test_aux_weighted_losses_use_the_loss_weights():
+    cfg = dataclasses.replace(TrainConfig.preset("tiny").loss, pose_smooth=0.0)
+    t = torch.tensor
+    aux = Aux(pose_smooth=t(7.0), exp_imitation=t(2.0), exp_smooth=t([1.0, 3.0]), exp_minimal=t(4.0),
+              body=None, w_radiance=t(0.0), w_expression=t(0.0))
+    out = aux.weighted(cfg)
+    assert set(out) == {"imitation", "exp_smooth", "exp_minimal"}  # a zero weight is left out
     assert out["imitation"].item() == pytest.approx(2.0 * cfg.imitation)
     assert out["exp_smooth"].item() == pytest.approx(2.0 * cfg.exp_smooth)
+    assert out["exp_minimal"].item() == pytest.approx(4.0 * cfg.exp_minimal)
 
 
 def test_config_round_trip_and_signature():

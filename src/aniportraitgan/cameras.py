@@ -32,17 +32,29 @@ FACE_FOV: float = 20.0  # degrees, vertical
 MAX_ABS_PITCH: float = math.radians(89.0)
 
 
-@dataclass
-class MainCameraDefaults:
-    """Default main-camera placement (scene space); the lead may retune these numbers."""
+@dataclass(frozen=True)
+class MainCameraPlacement:
+    """Where the main camera orbits: the one type for the radius, field of view and look-at point.
+
+    The defaults are the SynthPortraits framing; a trained model's placement comes from its
+    training labels (``from_labels``, stored in the checkpoint's latent prior).
+    """
 
     radius: float = 1.6  # metres from look_at
-    fov_deg: float = 20.0  # vertical field of view
+    fov_deg: float = 20.0  # vertical field of view, degrees
     look_at: tuple[float, float, float] = (0.0, 0.02, 0.0)  # scene metres (near the neck base)
 
+    @staticmethod
+    def from_labels(tables) -> "MainCameraPlacement":
+        """The mean placement of label tables holding ``cam_radius``, ``cam_fov``, ``cam_look_at``."""
+        look = torch.as_tensor(tables["cam_look_at"], dtype=torch.float64).reshape(-1, 3).mean(0)
+        return MainCameraPlacement(float(torch.as_tensor(tables["cam_radius"], dtype=torch.float64).mean()),
+                                   float(torch.as_tensor(tables["cam_fov"], dtype=torch.float64).mean()),
+                                   tuple(float(v) for v in look))
+
     def cameras(self, yaw, pitch, device: torch.device | str | None = None) -> "Cameras":
-        """Main cameras at the given yaw/pitch (radians) with these defaults."""
-        return look_at_cameras(yaw, pitch, self.radius, self.fov_deg, None, defaults=self, device=device)
+        """Main cameras at the given yaw/pitch (radians, [B] or scalars) with this placement."""
+        return look_at_cameras(yaw, pitch, self.radius, self.fov_deg, None, placement=self, device=device)
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -312,16 +324,16 @@ def look_at_cameras(
     fov_deg=None,
     look_at: torch.Tensor | None = None,
     *,
-    defaults: MainCameraDefaults | None = None,
+    placement: MainCameraPlacement | None = None,
     device: torch.device | str | None = None,
 ) -> Cameras:
     """Main cameras orbiting a look-at point (scene space).
 
     yaw, pitch: radians, [B] or scalars; radius (metres) and fov_deg: [B] or scalars; look_at
-    [B, 3] or [3]. ``None`` for radius / fov_deg / look_at takes ``MainCameraDefaults`` (or the
-    ``defaults`` given). Scalars broadcast to the batch. The up vector is scene +Y.
+    [B, 3] or [3]. ``None`` for radius / fov_deg / look_at takes ``MainCameraPlacement()`` (or the
+    ``placement`` given). Scalars broadcast to the batch. The up vector is scene +Y.
     """
-    d = defaults or MainCameraDefaults()
+    d = placement or MainCameraPlacement()
     dtype, dev = _infer_dtype_device(yaw, pitch, radius, fov_deg, look_at)
     if device is not None:
         dev = torch.device(device)
@@ -339,7 +351,7 @@ def look_at_cameras(
         raise InputError(f"radius must be > 0, got min {radius_t.min().item():.4g}")
     _check_fov(fov_t)
     if (pitch_t.abs() > MAX_ABS_PITCH).any():
-        raise InputError(f"pitch must be within +-{MAX_ABS_PITCH:.4f} rad (89 deg), got {pitch_t.abs().max().item():.4g}")
+        raise InputError(f"pitch must be within +-{MAX_ABS_PITCH:.4f} rad ({math.degrees(MAX_ABS_PITCH):.0f} deg), got {pitch_t.abs().max().item():.4g}")
     B = _broadcast_batch({"yaw": yaw_t, "pitch": pitch_t, "radius": radius_t, "fov_deg": fov_t, "look_at": target})
     yaw_t, pitch_t, radius_t, fov_t = (t.expand(B) for t in (yaw_t, pitch_t, radius_t, fov_t))
     target = target.expand(B, 3)

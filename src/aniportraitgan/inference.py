@@ -11,11 +11,9 @@ Every failure is an ``AssetError`` that names the file and the problem: missing,
 (unreadable, checksum mismatch, NaN weights), not a generator, weights that do not fit the
 stored config, or a config other than the one the caller expects.
 
-The latent prior: an identity is drawn from a seed as ``z_id = mean + std * N(0, 1)`` with the
-per-dimension statistics of the training set's labels when the checkpoint stores them (metadata
-key ``latent_prior``, written from a ``LabelSampler`` with ``LatentPrior.from_sampler``), else
-from N(0, 1), the body model's own prior; ``eps ~ N(0, 1)``. The main camera's radius, field of
-view and look-at point come from the same statistics or ``cameras.MainCameraDefaults``.
+The latent prior (``latents.LatentPrior``, metadata key ``latent_prior``): an identity is drawn
+from a seed with the training labels' statistics when the checkpoint stores them, else from
+N(0, 1); ``eps ~ N(0, 1)``; the main camera's placement comes from the same labels.
 """
 
 from __future__ import annotations
@@ -29,7 +27,9 @@ from typing import Any
 import torch
 
 from aniportraitgan.atomic import atomic_path
+from aniportraitgan.cameras import Cameras
 from aniportraitgan.errors import AssetError, InputError
+from aniportraitgan.latents import LatentPrior
 
 DEMO_NAME = "demo"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -50,63 +50,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available")
     return dev
-
-
-# ----------------------------------------------------------------------------- latent prior
-
-
-@dataclass
-class LatentPrior:
-    """Per-dimension identity statistics and the typical main camera of a training set."""
-
-    z_id_mean: torch.Tensor  # [id_dim]
-    z_id_std: torch.Tensor  # [id_dim]
-    cam_radius: float
-    cam_fov: float
-    cam_look_at: tuple[float, float, float]
-    source: str = "standard normal"
-
-    @staticmethod
-    def standard(id_dim: int) -> "LatentPrior":
-        from aniportraitgan.cameras import MainCameraDefaults
-
-        d = MainCameraDefaults()
-        return LatentPrior(torch.zeros(id_dim), torch.ones(id_dim), float(d.radius), float(d.fov_deg),
-                           tuple(float(v) for v in d.look_at), "standard normal")
-
-    @staticmethod
-    def from_sampler(sampler) -> "LatentPrior":
-        """Statistics of a ``data.samplers.LabelSampler`` (its label tables)."""
-        t = sampler.tables
-        return LatentPrior(
-            t["z_id"].mean(0), t["z_id"].std(0, unbiased=False),
-            float(t["cam_radius"].mean()), float(t["cam_fov"].mean()),
-            tuple(float(v) for v in t["cam_look_at"].mean(0)), "training labels",
-        )
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "z_id_mean": self.z_id_mean.tolist(), "z_id_std": self.z_id_std.tolist(),
-            "cam_radius": self.cam_radius, "cam_fov": self.cam_fov, "cam_look_at": list(self.cam_look_at),
-        })
-
-    @staticmethod
-    def from_json(text: str, id_dim: int, where: str = "checkpoint") -> "LatentPrior":
-        try:
-            d = json.loads(text)
-            mean = torch.tensor(d["z_id_mean"], dtype=torch.float32)
-            std = torch.tensor(d["z_id_std"], dtype=torch.float32)
-            radius, fov = float(d["cam_radius"]), float(d["cam_fov"])
-            look_at = tuple(float(v) for v in d["cam_look_at"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AssetError(f"{where}: stored latent prior is corrupted ({exc})") from None
-        ok = (mean.shape == (id_dim,) and std.shape == (id_dim,) and len(look_at) == 3
-              and bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std >= 0).all())
-              and math.isfinite(radius) and radius > 0 and 0 < fov < 180
-              and all(math.isfinite(v) for v in look_at))
-        if not ok:
-            raise AssetError(f"{where}: stored latent prior has wrong shapes or values (id_dim {id_dim})")
-        return LatentPrior(mean, std, radius, fov, look_at, "training labels")
 
 
 # ----------------------------------------------------------------------------- the model
@@ -148,15 +91,11 @@ class InferenceModel:
         z_id = self.prior.z_id_mean[None] + self.prior.z_id_std[None] * z
         return z_id.to(self.device), eps.to(self.device)
 
-    def cameras(self, yaw: torch.Tensor, pitch: torch.Tensor):
-        """Main cameras [B] at (yaw, pitch) radians with this model's radius, fov, look-at."""
-        from aniportraitgan.cameras import look_at_cameras
-
+    def cameras(self, yaw: torch.Tensor, pitch: torch.Tensor) -> Cameras:
+        """Main cameras [B] at (yaw, pitch) radians with this model's placement."""
         yaw = torch.as_tensor(yaw, dtype=torch.float32, device=self.device).reshape(-1)
         pitch = torch.as_tensor(pitch, dtype=torch.float32, device=self.device).reshape(-1)
-        B = yaw.shape[0]
-        look = torch.tensor(self.prior.cam_look_at, dtype=torch.float32, device=self.device).expand(B, 3)
-        return look_at_cameras(yaw, pitch, self.prior.cam_radius, self.prior.cam_fov, look)
+        return self.prior.camera.cameras(yaw, pitch)
 
 
 def _check_finite_weights(weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -347,6 +286,6 @@ def save_inference_checkpoint(path: str | Path, generator, stage: int | None = N
 
 
 __all__ = [
-    "DEMO_CHECKPOINT", "DEMO_NAME", "InferenceModel", "LatentPrior", "load_generator",
+    "DEMO_CHECKPOINT", "DEMO_NAME", "InferenceModel", "load_generator",
     "load_inference_model", "resolve_checkpoint", "resolve_device", "save_inference_checkpoint",
 ]

@@ -23,9 +23,12 @@ import numpy as np
 import torch
 
 from aniportraitgan.animation.keyframes import Keyframes
+from aniportraitgan.cameras import MainCameraPlacement
+from aniportraitgan.generator import DEFAULT_PSI, RenderOptions
+from aniportraitgan.images import check_resolution, to_uint8_images
+from aniportraitgan.latents import LatentSample
 from aniportraitgan.errors import InputError, UserError
 
-DEFAULT_PSI = 0.7
 DEFAULT_BATCH = 4
 BODY_ALBEDO = (206, 178, 160)  # plain skin-like grey-beige for the body-model view
 
@@ -35,18 +38,6 @@ class FrameSource(Protocol):
 
     def __call__(self, kf: Keyframes) -> np.ndarray:  # uint8 [B, H, W, 3]
         ...
-
-
-def to_uint8_images(x: torch.Tensor) -> np.ndarray:
-    """Generator images [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    x = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _check_resolution(resolution) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 4096:
-        raise InputError(f"resolution must be an int in [8, 4096], got {resolution!r}")
-    return resolution
 
 
 class GeneratorFrames:
@@ -66,7 +57,7 @@ class GeneratorFrames:
         self.model = model
         self.seed = seed
         self.psi = float(psi)
-        self.resolution = _check_resolution(resolution if resolution is not None else model.portrait_resolution)
+        self.resolution = check_resolution(resolution if resolution is not None else model.portrait_resolution)
         self.z_id, self.eps = model.identity(seed)
         self.cache = None
         if use_cache:
@@ -81,46 +72,16 @@ class GeneratorFrames:
         kf = kf.to(m.device)
         B = len(kf)
         cams = m.cameras(kf.camera[:, 0], kf.camera[:, 1])
-        return m.generator(
-            self.z_id.expand(B, -1), kf.expression, kf.pose, self.eps.expand(B, -1), cams,
-            portrait_resolution=portrait_resolution or self.resolution, face_resolution=face_resolution,
-            stage=m.stage, psi=self.psi, cache=self.cache,
-        )
+        latents = LatentSample(self.z_id.expand(B, -1), kf.expression, kf.pose, self.eps.expand(B, -1))
+        options = RenderOptions(portrait_resolution or self.resolution, face_resolution, m.stage, self.psi,
+                                cache=self.cache)
+        return m.generator(latents, cams, options=options)
 
     def __call__(self, kf: Keyframes) -> np.ndarray:
         if self.view == "face":
             # The portrait is not shown: render it at the smallest size the generator takes.
             return to_uint8_images(self.render(kf, face_resolution=self.resolution, portrait_resolution=1).face)
         return to_uint8_images(self.render(kf).portrait)
-
-
-@dataclass
-class CameraSetup:
-    """Main-camera placement shared by the generator and body-model views."""
-
-    radius: float
-    fov_deg: float
-    look_at: tuple[float, float, float]
-
-    @staticmethod
-    def default() -> "CameraSetup":
-        from aniportraitgan.cameras import MainCameraDefaults
-
-        d = MainCameraDefaults()
-        return CameraSetup(float(d.radius), float(d.fov_deg), tuple(float(v) for v in d.look_at))
-
-    @staticmethod
-    def of_model(model) -> "CameraSetup":
-        p = model.prior
-        return CameraSetup(p.cam_radius, p.cam_fov, tuple(p.cam_look_at))
-
-    def cameras(self, camera: torch.Tensor):
-        from aniportraitgan.cameras import look_at_cameras
-
-        cam = camera.detach().float().cpu()
-        B = cam.shape[0]
-        return look_at_cameras(cam[:, 0], cam[:, 1], self.radius, self.fov_deg,
-                               torch.tensor(self.look_at, dtype=torch.float32).expand(B, 3))
 
 
 def make_mesh_renderer():
@@ -137,12 +98,12 @@ class BodyFrames:
     """The driving body model of an identity, shaded with a plain albedo (uint8 frames)."""
 
     def __init__(self, body, z_id: torch.Tensor | None = None, resolution: int = 128,
-                 camera: CameraSetup | None = None, renderer=None) -> None:
+                 camera: MainCameraPlacement | None = None, renderer=None) -> None:
         from aniportraitgan.render.rasterizer import MeshTopology, TexturedMesh
 
         self.body = body
-        self.resolution = _check_resolution(resolution)
-        self.camera = camera or CameraSetup.default()
+        self.resolution = check_resolution(resolution)
+        self.camera = camera or MainCameraPlacement()
         self.renderer = renderer if renderer is not None else make_mesh_renderer()
         dev = body.faces.device
         self.z_id = (torch.zeros(1, body.id_dim) if z_id is None else z_id.detach().reshape(1, -1)).float().to(dev)
@@ -159,7 +120,8 @@ class BodyFrames:
         B = len(kf)
         out = self.body(self.z_id.expand(B, -1), kf.expression.to(dev), kf.pose.to(dev))
         verts = out.vertices.float().cpu().numpy()
-        cams = self.camera.cameras(kf.camera)
+        cam = kf.camera.detach().float().cpu()
+        cams = self.camera.cameras(cam[:, 0], cam[:, 1])
         c2w = cams.c2w.double().numpy()
         frames = []
         for b in range(B):
@@ -242,11 +204,11 @@ def generator_source(model, seed: int, psi: float = DEFAULT_PSI, resolution: int
     portraits = GeneratorFrames(model, seed, psi=psi, resolution=resolution, use_cache=use_cache)
     if not side_by_side:
         return portraits
-    body = BodyFrames(model.body, portraits.z_id, portraits.resolution, CameraSetup.of_model(model))
+    body = BodyFrames(model.body, portraits.z_id, portraits.resolution, model.prior.camera)
     return SideBySide(body, portraits)
 
 
 __all__ = [
-    "AnimationResult", "BodyFrames", "CameraSetup", "FrameSource", "GeneratorFrames", "SideBySide",
+    "AnimationResult", "BodyFrames", "FrameSource", "GeneratorFrames", "SideBySide",
     "animate", "generator_source", "make_mesh_renderer", "render_frames", "to_uint8_images",
 ]

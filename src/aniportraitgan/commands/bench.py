@@ -69,7 +69,8 @@ def run_generator(args: argparse.Namespace) -> int:
 
     from aniportraitgan.body import PortraitBodyModel
     from aniportraitgan.cameras import look_at_cameras
-    from aniportraitgan.generator import Generator, GeneratorConfig
+    from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
+    from aniportraitgan.latents import LatentSample
 
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise UserError("--batch and --repeats must be >= 1, --warmup >= 0")
@@ -103,15 +104,11 @@ def run_generator(args: argparse.Namespace) -> int:
 
     def row(name, res, stage, cached, geometry=0):
         def fn():
-            G.config.geometry_max_resolution = geometry
-            cache = None
-            if cached:
-                cache = state["cache"][stage]
-            G(z_id, z_exp, z_pose, eps, cams, portrait_resolution=res, face_resolution=None,
-              stage=stage, psi=psi, cache=cache)
+            cache = state["cache"][stage] if cached else None
+            G(LatentSample(z_id, z_exp, z_pose, eps), cams,
+              options=RenderOptions(res, None, stage, psi, cache=cache, geometry_max_resolution=geometry))
         seconds = _timed(fn, device, args.repeats, args.warmup)
         ms = 1000.0 * seconds / B
-        G.config.geometry_max_resolution = 0
         rows.append({"name": name, "resolution": res, "stage": stage, "cached": cached,
                      "geometry_max_resolution": geometry, "ms_per_frame": ms})
         print(f"{name:<28s} {ms:10.1f} ms/frame", flush=True)

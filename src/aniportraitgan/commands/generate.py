@@ -104,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from aniportraitgan.animation.animate import GeneratorFrames, to_uint8_images
+    from aniportraitgan.animation.animate import GeneratorFrames
+    from aniportraitgan.images import to_uint8_images
     from aniportraitgan.animation.keyframes import Keyframes
     from aniportraitgan.animation.video import check_writable_dir, save_image_atomic, save_npy_atomic
     from aniportraitgan.inference import load_inference_model

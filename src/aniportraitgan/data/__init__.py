@@ -1,6 +1,7 @@
-"""Portrait datasets: the on-disk format, the synthetic generator and latent samplers."""
+"""Portrait datasets: the on-disk format and the synthetic generator (SynthPortraits).
+
+Latent samplers over a dataset's labels live in ``aniportraitgan.latents``."""
 
 from aniportraitgan.data.dataset import PortraitDataset
-from aniportraitgan.data.samplers import LabelSampler, LatentSample, SamplerConfig
 
-__all__ = ["LabelSampler", "LatentSample", "PortraitDataset", "SamplerConfig"]
+__all__ = ["PortraitDataset"]

@@ -2,7 +2,8 @@
 pose deformation (Dp), expression deformation (De) and dual-camera rendering."""
 
 from aniportraitgan.generator.cache import IdentityCache, WAverage
-from aniportraitgan.generator.config import PRESETS, GeneratorConfig
-from aniportraitgan.generator.generator import Generator, GeneratorOutput
+from aniportraitgan.generator.config import DEFAULT_PSI, PRESETS, GeneratorConfig
+from aniportraitgan.generator.generator import Generator
+from aniportraitgan.generator.outputs import Aux, Rendered, RenderOptions
 
-__all__ = ["Generator", "GeneratorConfig", "GeneratorOutput", "IdentityCache", "PRESETS", "WAverage"]
+__all__ = ["DEFAULT_PSI", "Aux", "Generator", "GeneratorConfig", "IdentityCache", "PRESETS", "Rendered", "RenderOptions", "WAverage"]

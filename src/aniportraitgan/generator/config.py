@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from aniportraitgan.errors import InputError
 
+# Truncation psi of rendering for viewing (the released model's default); training uses 1.
+DEFAULT_PSI = 0.7
+
 
 @dataclass
 class GeneratorConfig:

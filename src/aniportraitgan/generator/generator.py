@@ -18,7 +18,7 @@ a coarser ray grid and interpolates x_c and s per pixel; detail still comes from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from torch import nn
 from aniportraitgan.cameras import Cameras, matching_face_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.frames import SCENE_SCALE
+from aniportraitgan.latents import LatentSample
 from aniportraitgan.generator.cache import IdentityCache, WAverage
 from aniportraitgan.generator.compositing import composite
 from aniportraitgan.generator.config import GeneratorConfig
@@ -36,6 +37,7 @@ from aniportraitgan.generator.deformation import (
     apply_transforms,
     upsample_volume_at,
 )
+from aniportraitgan.generator.outputs import Aux, Rendered, RenderOptions
 from aniportraitgan.generator.manifolds import ManifoldPredictor, intersect_levels, sort_by_depth
 from aniportraitgan.generator.radiance import RadianceGenerator
 from aniportraitgan.generator.superres import (
@@ -44,18 +46,6 @@ from aniportraitgan.generator.superres import (
     map_intersections,
     sample_maps,
 )
-
-
-@dataclass
-class GeneratorOutput:
-    portrait: torch.Tensor  # [B, 3, H, W] in [-1, 1]
-    portrait_depth: torch.Tensor  # [B, 1, H, W] camera z-depth (metres)
-    portrait_alpha: torch.Tensor  # [B, 1, H, W]
-    face: torch.Tensor | None = None  # [B, 3, Hf, Wf]
-    face_depth: torch.Tensor | None = None
-    face_alpha: torch.Tensor | None = None
-    face_cameras: Cameras | None = None
-    aux: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -217,80 +207,73 @@ class Generator(nn.Module):
             raise InputError(f"psi must be a finite number, got {psi!r}")
 
     # ------------------------------------------------------------------ rendering
-    def forward(
-        self,
-        z_id: torch.Tensor,
-        z_exp: torch.Tensor,
-        z_pose: torch.Tensor,
-        eps: torch.Tensor,
-        main_cameras: Cameras,
-        face_cameras: Cameras | None = None,
-        portrait_resolution: int = 128,
-        face_resolution: int | None = 128,
-        stage: int = 1,
-        psi: float = 1.0,
-        return_aux: bool = False,
-        cache: IdentityCache | None = None,
-    ) -> GeneratorOutput:
-        """Render portraits (main cameras) and faces (face cameras) of the given codes.
+    def forward(self, latents: LatentSample, cameras: Cameras, face_cameras: Cameras | None = None,
+                options: RenderOptions = RenderOptions()) -> Rendered:
+        """Render portraits (main cameras) and faces (face cameras) of a batch of latent codes.
 
-        z_id [B, id_dim], z_exp [B, exp_dim], z_pose [B, 6, 3], eps [B, noise_dim];
-        main_cameras: B cameras. face_cameras: B cameras, or None for the dual face camera that
-        matches each main camera (``cameras.matching_face_cameras`` around the posed head);
-        ``face_resolution=None`` (or 0) skips the face view. stage 1 evaluates phi at the
-        intersections, stage 2 reads U's super-resolved maps. ``cache`` (from ``build_cache``)
-        replaces the per-identity work. With ``return_aux`` the aux dict holds the loss terms
-        ``pose_smooth`` (eq. 11), ``exp_imitation`` (eq. 10), ``exp_smooth`` (eq. 12),
-        ``exp_minimal`` (eq. 13) and the body model output ``body``.
+        latents: z_id [B, id_dim], z_exp [B, exp_dim], z_pose [B, 6, 3], eps [B, noise_dim];
+        cameras: B main cameras. face_cameras: B cameras, or None for the dual face camera that
+        matches each main camera (``cameras.matching_face_cameras`` around the posed head).
+        ``options`` sets the resolutions (a face resolution of None skips the face view), the
+        stage, psi, the identity cache and whether to return the ``Aux`` loss terms.
         """
-        c = self.config
+        c, o = self.config, options
+        if not isinstance(latents, LatentSample):
+            raise InputError(f"latents must be an aniportraitgan.latents.LatentSample, got {type(latents).__name__}")
+        if not isinstance(o, RenderOptions):
+            raise InputError(f"options must be a RenderOptions, got {type(o).__name__}")
+        z_id, z_exp, z_pose, eps = latents.z_id, latents.z_exp, latents.z_pose, latents.eps
         B = _check_codes("z_id", z_id, (c.id_dim,), None)
         _check_codes("z_exp", z_exp, (c.exp_dim,), B)
         _check_codes("z_pose", z_pose, (6, 3), B)
         _check_codes("eps", eps, (c.noise_dim,), B)
-        self._check_stage_psi(stage, psi)
-        H = _check_resolution("portrait_resolution", portrait_resolution)
-        Hf = 0 if face_resolution in (None, 0) else _check_resolution("face_resolution", face_resolution)
-        self._check_cameras("main_cameras", main_cameras, B)
+        self._check_stage_psi(o.stage, o.psi)
+        H = _check_resolution("portrait_resolution", o.portrait_resolution)
+        Hf = 0 if o.face_resolution in (None, 0) else _check_resolution("face_resolution", o.face_resolution)
+        self._check_cameras("cameras", cameras, B)
         if face_cameras is not None:
             self._check_cameras("face_cameras", face_cameras, B)
 
         body_out = self.body(z_id, z_exp, z_pose)
-        if cache is not None:
-            cache.check(z_id, eps, stage, psi)
-            cache = cache.expand(B)
+        if o.cache is not None:
+            o.cache.check(z_id, eps, o.stage, o.psi)
+            cache = o.cache.expand(B)
             w_rad, maps = cache.w_radiance, cache.maps
         else:
-            w_rad, w_sr = self.map_identity(z_id, eps, psi, stage)
-            maps = self.radiance_maps(w_rad, w_sr) if stage == 2 else None
+            w_rad, w_sr = self.map_identity(z_id, eps, o.psi, o.stage)
+            maps = self.radiance_maps(w_rad, w_sr) if o.stage == 2 else None
         w_exp = self.expression.map(z_id, z_exp)
 
-        aux: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
-                     "exp_smooth": z_id.new_zeros(())} if return_aux else {}
-        portrait = self._render_view(main_cameras, H, H, body_out, w_rad, w_exp, maps, aux)
-        out = GeneratorOutput(portrait.image, portrait.depth, portrait.alpha, aux=aux)
+        # Loss accumulators the views add to (empty: not asked).
+        acc: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
+                     "exp_smooth": z_id.new_zeros(())} if o.return_aux else {}
+        gmax = c.geometry_max_resolution if o.geometry_max_resolution is None else o.geometry_max_resolution
+        portrait = self._render_view(cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax)
+        out = Rendered(portrait.image, portrait.depth, portrait.alpha)
         if Hf:
             if face_cameras is None:
-                face_cameras = matching_face_cameras(main_cameras, body_out.head_center, body_out.head_rotation)
-            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, aux,
-                                     bound=(body_out.head_center, c.face_bound_radius))
+                face_cameras = matching_face_cameras(cameras, body_out.head_center, body_out.head_rotation)
+            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, acc,
+                                     bound=(body_out.head_center, c.face_bound_radius), gmax=gmax)
             out.face, out.face_depth, out.face_alpha, out.face_cameras = face.image, face.depth, face.alpha, face_cameras
-        if return_aux:
+        if o.return_aux:
             views = 2 if Hf else 1
-            for key in ("pose_smooth", "exp_minimal", "exp_smooth"):
-                aux[key] = aux[key] / views
             verts = body_out.canonical_vertices[:, self.nn_index]
             neutral = body_out.neutral_vertices[:, self.nn_index]
             step = max(1, verts.shape[1] // c.aux_points)
             verts, neutral = verts[:, ::step], neutral[:, ::step]
             if c.exp_mesh_guided:  # De reads the neutral mesh; its residual should vanish there
-                aux["exp_imitation"] = self.expression.imitation_loss(neutral, torch.zeros_like(neutral), w_exp)
+                imitation = self.expression.imitation_loss(neutral, torch.zeros_like(neutral), w_exp)
             else:
-                aux["exp_imitation"] = self.expression.imitation_loss(verts, neutral - verts, w_exp)
-            aux["body"] = body_out
-            aux["w_radiance"] = w_rad
-            aux["w_expression"] = w_exp
+                imitation = self.expression.imitation_loss(verts, neutral - verts, w_exp)
+            out.aux = Aux(pose_smooth=acc["pose_smooth"] / views, exp_imitation=imitation,
+                          exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
+                          body=body_out, w_radiance=w_rad, w_expression=w_exp)
         return out
+
+    def loss_dict(self, aux: Aux, weights) -> dict[str, torch.Tensor]:
+        """The weighted deformation losses (eqs. 10-13) of a render: {name: weight * value}."""
+        return aux.weighted(weights)
 
     @staticmethod
     def _check_cameras(name: str, cams, B: int) -> None:
@@ -462,14 +445,13 @@ class Generator(nn.Module):
 
     def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
                      w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
-                     bound: tuple[torch.Tensor, float] | None = None) -> _View:
+                     bound: tuple[torch.Tensor, float] | None = None, gmax: int = 0) -> _View:
         c = self.config
         B = w_rad.shape[0]
         depths = self.sample_depths(cams, *(bound or (None, None)))  # [B, D]
         D = depths.shape[1]
         chunk = max(1, c.ray_chunk // B)
         coarse = None
-        gmax = c.geometry_max_resolution
         if gmax and max(H, W) > gmax:
             # Deformation and M on a coarser ray grid (same depth planes), read per pixel by
             # bilinear interpolation: the manifolds are smooth, the detail is in U's maps.

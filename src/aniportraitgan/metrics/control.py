@@ -46,6 +46,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from aniportraitgan.cameras import MainCameraPlacement
+from aniportraitgan.generator import RenderOptions
+from aniportraitgan.latents import LatentSample
+
 from ..errors import InputError
 
 __all__ = [
@@ -446,19 +450,9 @@ def nanmean(x: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------- the runner
 
 
-def _mean_camera(sampler, n: int, device):
-    """n frontal main cameras with the dataset's mean radius, fov and look-at."""
-    from aniportraitgan.cameras import look_at_cameras
-
-    t = sampler.tables
-    zeros = torch.zeros(n, device=device)
-    return look_at_cameras(zeros, zeros, float(t["cam_radius"].mean()), float(t["cam_fov"].mean()),
-                           t["cam_look_at"].mean(0).to(device).expand(n, 3))
-
-
 def _render(generator, z_id, z_exp, z_pose, eps, cams, resolution, face_resolution, stage, psi):
-    return generator(z_id, z_exp, z_pose, eps, cams, portrait_resolution=resolution,
-                     face_resolution=face_resolution, stage=stage, psi=psi)
+    return generator(LatentSample(z_id, z_exp, z_pose, eps), cams,
+                     options=RenderOptions(resolution, face_resolution, stage, psi))
 
 
 @torch.no_grad()
@@ -478,7 +472,7 @@ def control_metrics(
 ) -> dict[str, float]:
     """All control metrics of a generator (see the module docstring for their meaning).
 
-    sampler: a `data.samplers.LabelSampler` of the evaluation dataset (codes and cameras are
+    sampler: a `latents.LabelSampler` of the evaluation dataset (codes and cameras are
     drawn from its labels); extractor: a feature network for the identity cosine similarity
     (None skips it); facerecon: a `FaceRecon` (None skips the expression / head-pose errors and
     R's identity distances). Deterministic for a given seed. Returns a flat dict of floats
@@ -579,7 +573,8 @@ def _identity_metrics(generator, sampler, cfg, face_resolution, stage, psi, extr
     for s in range(0, K * T, batch_size):
         sl = slice(s, min(K * T, s + batch_size))
         n = sl.stop - sl.start
-        cams = _mean_camera(sampler, n, dev)
+        zeros = torch.zeros(n, device=dev)
+        cams = MainCameraPlacement.from_labels(sampler.tables).cameras(zeros, zeros)
         out = _render(generator, z_id[sl].to(dev), z_exp[sl].to(dev), z_pose[sl].to(dev), eps[sl].to(dev), cams,
                       8, face_resolution, stage, psi)
         face = out.face.float().clamp(-1.0, 1.0)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aniportraitgan.generator import RenderOptions
+
 from ..errors import AssetError, InputError, UserError
 from .control import ControlConfig, control_metrics, facerecon_dataset_errors
 from .features import RealStatsCache, extract_features, fingerprint_files
@@ -166,8 +168,7 @@ def _generated_features(model, sampler, cfg: EvalConfig, res: int, face_res: int
         for s in range(0, cfg.num, cfg.batch):
             n = min(cfg.batch, cfg.num - s)
             lat = sampler.sample(n, generator=g, eps_dim=G.config.noise_dim).to(dev)
-            out = G(lat.z_id, lat.z_exp, lat.z_pose, lat.eps, lat.cameras(), portrait_resolution=res,
-                    face_resolution=face_res, stage=model.stage, psi=cfg.psi)
+            out = G(lat, lat.cameras(), options=RenderOptions(res, face_res, model.stage, cfg.psi))
             for images, acc in ((out.portrait, portraits), (out.face, faces)):
                 acc.append(extract_features(images.float().clamp(-1.0, 1.0), extractor, batch_size=cfg.batch,
                                             device=dev, progress=False))
@@ -183,7 +184,7 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
     a missing/corrupt dataset, checkpoint or R, or a checkpoint whose codes do not fit the
     dataset's labels or R."""
     from aniportraitgan.data.dataset import CARD_FILE, LABELS_FILE, PortraitDataset
-    from aniportraitgan.data.samplers import LabelSampler
+    from aniportraitgan.latents import LabelSampler
     from aniportraitgan.inference import load_inference_model, resolve_device
 
     cfg = config or EvalConfig()

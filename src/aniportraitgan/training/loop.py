@@ -33,6 +33,7 @@ from torch import nn
 
 from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.generator import Rendered, RenderOptions
 from aniportraitgan.training import distributed as dist_utils
 from aniportraitgan.training.checkpoint import (
     CheckpointManager,
@@ -52,7 +53,6 @@ from aniportraitgan.training.losses import (
     landmark_loss,
     r1_penalty,
     torso_crop,
-    weighted_aux_losses,
 )
 
 LOG = logging.getLogger("aniportraitgan.train")
@@ -212,33 +212,6 @@ def generator_param_groups(G: nn.Module, trainable: list[nn.Parameter], st) -> l
     return out
 
 
-@dataclass
-class Rendered:
-    portrait: torch.Tensor
-    face: torch.Tensor | None
-    depth: torch.Tensor | None
-    aux: dict
-
-
-def run_generator(G, latents, cams, face_cams, stage: int, res: int, face_res: int | None,
-                  return_aux: bool, psi: float = 1.0) -> Rendered:
-    """One call of `Generator.forward`; `face_res=None` renders no face view."""
-    out = G(
-        latents.z_id,
-        latents.z_exp,
-        latents.z_pose,
-        latents.eps,
-        cams,
-        face_cameras=face_cams,
-        portrait_resolution=res,
-        face_resolution=face_res,
-        stage=stage,
-        psi=psi,
-        return_aux=return_aux,
-    )
-    return Rendered(out.portrait, out.face, out.portrait_depth, out.aux or {})
-
-
 # -------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig, opts: RunOptions, info: dist_utils.DistInfo | None = None):
@@ -318,7 +291,8 @@ class Trainer:
             self._console_handler = None
 
     def _load_dataset(self, stage: int):
-        from aniportraitgan.data import LabelSampler, PortraitDataset
+        from aniportraitgan.data import PortraitDataset
+        from aniportraitgan.latents import LabelSampler
 
         st = self.cfg.stage(stage)
         root = Path(self.opts.data)
@@ -516,12 +490,12 @@ class Trainer:
         LOG.info("checkpoint %s", path)
 
     def _latent_prior_json(self) -> str | None:
-        """Label statistics for sampling identities and cameras at inference (inference.LatentPrior)."""
+        """Label statistics for sampling identities and cameras at inference (latents.LatentPrior)."""
         sampler = getattr(self, "sampler", None)
         if sampler is None:
             return None
         try:
-            from aniportraitgan.inference import LatentPrior
+            from aniportraitgan.latents import LatentPrior
         except ImportError:
             return None
         return LatentPrior.from_sampler(sampler).to_json()
@@ -683,8 +657,8 @@ class Trainer:
         st = self.cfg.stage(stage)
         face_res = st.face_resolution if with_face else None
         with self._autocast():
-            return run_generator(self.G, lat, cams, face_cams if with_face else None, stage,
-                                 st.portrait_resolution, face_res, return_aux)
+            return self.G(lat, cams, face_cams if with_face else None,
+                          RenderOptions(st.portrait_resolution, face_res, stage, return_aux=return_aux))
 
     def _train_step(self, stage, step, batch, sampler, gen, Ds, opt_G, opt_D, g_params, per_rank) -> dict[str, float]:
         cfg = self.cfg
@@ -737,7 +711,7 @@ class Trainer:
                 lm = landmark_loss(self.landmarks, est["z_id"], est["z_exp"], lat.z_id, lat.z_exp)
                 logs["landmark"] = float(lm.detach())
                 loss_G = loss_G + cfg.loss.landmark * lm
-            for name, value in weighted_aux_losses(rendered.aux, cfg.loss).items():
+            for name, value in rendered.aux.weighted(cfg.loss).items():
                 logs[name] = float(value.detach())
                 loss_G = loss_G + value
         logs["G_total"] = float(loss_G.detach())
@@ -794,13 +768,12 @@ class Trainer:
         seed_everything(_mix(self.cfg.seed, 0xC0FFEE, 2))
         G = self.G_ema.module
         with self._autocast():
-            out = run_generator(G, lat, cams, face_cams, stage, st.portrait_resolution, st.face_resolution,
-                                return_aux=False)
+            out = G(lat, cams, face_cams, RenderOptions(st.portrait_resolution, st.face_resolution, stage))
         set_rng_state(state)  # logging must not change the training's random stream
         rows = [out.portrait.float()]
         if out.face is not None:
             rows.append(_resize(out.face.float(), st.portrait_resolution))
-        depth = out.depth
+        depth = out.portrait_depth
         if depth is not None:
             rows.append(_depth_to_image(depth.float(), st.portrait_resolution))
         grid = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)  # [3, rows*H, n*W]

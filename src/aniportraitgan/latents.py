@@ -1,22 +1,33 @@
-"""Latent samplers: draw (z_id, z_exp, z_pose, camera) from a dataset's label distribution.
+"""Latent codes: a batch of them (``LatentSample``), the label sampler that draws them from a
+dataset's label distribution (``LabelSampler``), and the prior an exported model keeps of that
+distribution for inference (``LatentPrior``).
 
 The paper samples latent codes and cameras "from the estimated distributions" of the training
 set. We resample real label rows: jointly (one row gives all components, keeping their
 correlations, e.g. camera yaw with head yaw) or per component independently (identity,
 expression, pose and camera from different rows), optionally with small Gaussian jitter scaled
 by each label dimension's spread in the dataset. `eps` is always drawn from N(0, 1).
+
+The prior: at inference an identity is drawn from a seed as ``z_id = mean + std * N(0, 1)``
+with the per-dimension statistics of the training labels (stored in the checkpoint), or from
+N(0, 1), the body model's own prior; the main camera's placement comes from the same labels
+or ``cameras.MainCameraPlacement()``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 import numpy as np
 import torch
 
-from aniportraitgan.errors import InputError
+from aniportraitgan.cameras import Cameras, MainCameraPlacement, look_at_cameras
+from aniportraitgan.data.dataset import LABELS_FILE, PortraitDataset, load_labels, read_card
+from aniportraitgan.errors import AssetError, InputError
 
 # Sampled components and the label arrays each one is made of.
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -50,12 +61,13 @@ class LatentSample:
     z_id: torch.Tensor  # [B, D_id]
     z_exp: torch.Tensor  # [B, 52] in [0, 1]
     z_pose: torch.Tensor  # [B, 6, 3] axis-angle radians
-    cam_yaw: torch.Tensor  # [B] radians
-    cam_pitch: torch.Tensor  # [B] radians
-    cam_radius: torch.Tensor  # [B] metres
-    cam_fov: torch.Tensor  # [B] degrees
-    cam_look_at: torch.Tensor  # [B, 3] scene metres
     eps: torch.Tensor | None = None  # [B, eps_dim] ~ N(0, 1)
+    # The main camera of each sample (None when the caller brings its own cameras).
+    cam_yaw: torch.Tensor | None = None  # [B] radians
+    cam_pitch: torch.Tensor | None = None  # [B] radians
+    cam_radius: torch.Tensor | None = None  # [B] metres
+    cam_fov: torch.Tensor | None = None  # [B] degrees
+    cam_look_at: torch.Tensor | None = None  # [B, 3] scene metres
 
     def __len__(self) -> int:
         return self.z_id.shape[0]
@@ -63,15 +75,23 @@ class LatentSample:
     def to(self, device) -> "LatentSample":
         return LatentSample(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device)) for f in fields(self)})
 
-    def cameras(self):
-        """Main cameras (`aniportraitgan.cameras.Cameras`) for these samples."""
-        from aniportraitgan.cameras import look_at_cameras
+    def expand(self, batch: int) -> "LatentSample":
+        """A batch-1 sample repeated ``batch`` times (views, not copies)."""
+        return LatentSample(**{f.name: (None if getattr(self, f.name) is None
+                                        else getattr(self, f.name).expand(batch, *getattr(self, f.name).shape[1:]))
+                               for f in fields(self)})
 
+    def cameras(self) -> Cameras:
+        """Main cameras for these samples."""
+        if self.cam_yaw is None:
+            raise InputError("this LatentSample holds no camera labels: pass cameras explicitly")
         return look_at_cameras(self.cam_yaw, self.cam_pitch, self.cam_radius, self.cam_fov, self.cam_look_at)
 
     @property
     def camera_angles(self) -> torch.Tensor:
         """[B, 2] (yaw, pitch) radians: the keyframe camera layout."""
+        if self.cam_yaw is None:
+            raise InputError("this LatentSample holds no camera labels")
         return torch.stack([self.cam_yaw, self.cam_pitch], -1)
 
 
@@ -101,8 +121,6 @@ class LabelSampler:
     @classmethod
     def from_dataset(cls, root_or_dataset, config: SamplerConfig | None = None, **kwargs) -> "LabelSampler":
         """From a dataset folder (path) or a `PortraitDataset`; kwargs fill a `SamplerConfig`."""
-        from aniportraitgan.data.dataset import LABELS_FILE, PortraitDataset, load_labels, read_card
-
         if config is None:
             config = SamplerConfig(**kwargs)
         elif kwargs:
@@ -146,3 +164,49 @@ class LabelSampler:
         out["cam_fov"] = out["cam_fov"].clamp(1.0, 179.0)
         eps = torch.randn(batch, eps_dim, generator=g) if eps_dim > 0 else None
         return LatentSample(**out, eps=eps).to(device)
+
+
+@dataclass
+class LatentPrior:
+    """Per-dimension identity statistics and the main-camera placement of a training set."""
+
+    z_id_mean: torch.Tensor  # [id_dim]
+    z_id_std: torch.Tensor  # [id_dim]
+    camera: MainCameraPlacement = field(default_factory=MainCameraPlacement)
+    source: str = "standard normal"
+
+    @staticmethod
+    def standard(id_dim: int) -> "LatentPrior":
+        return LatentPrior(torch.zeros(id_dim), torch.ones(id_dim), MainCameraPlacement(), "standard normal")
+
+    @staticmethod
+    def from_sampler(sampler: LabelSampler) -> "LatentPrior":
+        """Statistics of a sampler's label tables."""
+        t = sampler.tables
+        return LatentPrior(t["z_id"].mean(0), t["z_id"].std(0, unbiased=False),
+                           MainCameraPlacement.from_labels(t), "training labels")
+
+    def to_json(self) -> str:
+        c = self.camera
+        return json.dumps({
+            "z_id_mean": self.z_id_mean.tolist(), "z_id_std": self.z_id_std.tolist(),
+            "cam_radius": c.radius, "cam_fov": c.fov_deg, "cam_look_at": list(c.look_at),
+        })
+
+    @staticmethod
+    def from_json(text: str, id_dim: int, where: str = "checkpoint") -> "LatentPrior":
+        try:
+            d = json.loads(text)
+            mean = torch.tensor(d["z_id_mean"], dtype=torch.float32)
+            std = torch.tensor(d["z_id_std"], dtype=torch.float32)
+            radius, fov = float(d["cam_radius"]), float(d["cam_fov"])
+            look_at = tuple(float(v) for v in d["cam_look_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AssetError(f"{where}: stored latent prior is corrupted ({exc})") from None
+        ok = (mean.shape == (id_dim,) and std.shape == (id_dim,) and len(look_at) == 3
+              and bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std >= 0).all())
+              and math.isfinite(radius) and radius > 0 and 0 < fov < 180
+              and all(math.isfinite(v) for v in look_at))
+        if not ok:
+            raise AssetError(f"{where}: stored latent prior has wrong shapes or values (id_dim {id_dim})")
+        return LatentPrior(mean, std, MainCameraPlacement(radius, fov, look_at), "training labels")
