@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 
 from aniportraitgan.atomic import atomic_path
 from aniportraitgan.errors import AssetError
@@ -73,8 +75,6 @@ class BodyAsset:
 
 def save_asset(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write atomically (temporary file + rename) so a crash never leaves half an asset."""
-    from safetensors.torch import save_file
-
     meta = {"format": ASSET_FORMAT, **meta}
     _validate(tensors, meta, str(path))
     with atomic_path(path) as tmp:
@@ -82,9 +82,6 @@ def save_asset(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -
 
 
 def load_asset(path: str | Path | None = None) -> BodyAsset:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path) if path is not None else DEFAULT_ASSET
     if not path.is_file():
         raise AssetError(

@@ -15,13 +15,15 @@ What is kept (see DESIGN.md, "Open parametric model"):
 from __future__ import annotations
 
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aniportraitgan.body.asset import BONE_NAMES, CONTROLLED_JOINTS, DEFAULT_ASSET, save_asset
+from aniportraitgan.body.asset import BONE_NAMES, CONTROLLED_JOINTS, DEFAULT_ASSET, BodyAsset, save_asset
 from aniportraitgan.body.landmarks import select_landmarks
+from aniportraitgan.body.model import PortraitBodyModel
 from aniportraitgan.errors import UserError
 
 # Local changes that shape the head, face and neck: the "3DMM identity" half of z_id.
@@ -32,8 +34,6 @@ ADULT_AGE = (0.55, 1.0)  # anny age anchors: newborn -1/3, baby 0, child 1/3, yo
 
 def build_environment() -> dict[str, str]:
     """Versions of the packages whose numerics shape anny's output."""
-    from importlib import metadata
-
     out = {}
     for name in ("anny", "warp-lang", "roma", "torch", "numpy"):
         try:
@@ -189,9 +189,6 @@ def build_asset(out: str | Path = DEFAULT_ASSET, num_samples: int = 3000, face_d
         "build_environment": build_environment(),
     }
     # Landmarks and the scene origin need the model itself (zero pose of the mean identity).
-    from aniportraitgan.body.asset import BodyAsset
-    from aniportraitgan.body.model import PortraitBodyModel
-
     model = PortraitBodyModel(BodyAsset(tensors, meta))
     with torch.no_grad():
         zid, zexp, zpose = model.neutral_codes(1)

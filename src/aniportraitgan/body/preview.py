@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from aniportraitgan.body.model import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
+from aniportraitgan.render import MeshRenderer, TexturedMesh
 
 SKIN = (205, 170, 150)
 # (row label, [(column label, {expression name: value}, {joint index: axis-angle (scene axes)}, camera yaw)])
@@ -63,7 +64,6 @@ def _codes(body: PortraitBodyModel, row: int, items, generator: torch.Generator)
 def render_contact_sheet(path: str | Path, resolution: int = 256, seed: int = 0, body: PortraitBodyModel | None = None) -> Path:
     """Render the sheet to `path` (PNG). Expression cells use the face camera so that small
     facial motions are visible; the others use the main portrait camera."""
-    from aniportraitgan.render import MeshRenderer, TexturedMesh
 
     body = body or PortraitBodyModel.load()
     renderer = MeshRenderer()

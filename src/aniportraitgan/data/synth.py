@@ -9,16 +9,28 @@ and any worker count gives byte-identical PNGs.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import io
+import json
 import math
+import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
+from aniportraitgan import __version__
+from aniportraitgan.body import PortraitBodyModel
+from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
 from aniportraitgan.data.dataset import (
     CARD_FILE,
     FACE_DIR,
@@ -33,6 +45,15 @@ from aniportraitgan.data.dataset import (
     write_card,
 )
 from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.render import Light, MeshTopology, TexturedMesh
+from aniportraitgan.render.appearance import (
+    AppearanceConfig,
+    build_hair_shell,
+    build_skirt,
+    paint_texture,
+    portrait_uv_layout,
+    sample_appearance,
+)
 
 GENERATOR = "aniportraitgan.data.synth"
 GENERATOR_VERSION = "1"
@@ -199,14 +220,7 @@ class SynthWorker:
     """Per-process state: body model, GL renderer, UV geometry. Renders chunks of samples."""
 
     def __init__(self, config: SynthConfig) -> None:
-        import torch
-
-        from aniportraitgan.body import PortraitBodyModel
-        from aniportraitgan.render import MeshTopology
-        from aniportraitgan.render.appearance import AppearanceConfig, build_skirt, portrait_uv_layout
-
         torch.set_num_threads(1)
-        self.torch = torch
         self.config = config
         self.body = PortraitBodyModel.load()
         self._renderer = None  # created on first use: a labels-only pass needs no GL context
@@ -250,10 +264,6 @@ class SynthWorker:
     def run_chunk(self, start: int, stop: int, render: dict[int, tuple[bool, bool]], out_dir: str) -> dict[str, np.ndarray]:
         """Labels of samples [start, stop); writes the missing images listed in `render`
         (sample -> (portrait missing, face missing))."""
-        torch = self.torch
-        from aniportraitgan.cameras import look_at_cameras, matching_face_cameras
-        from aniportraitgan.render import Light, MeshTopology, TexturedMesh
-        from aniportraitgan.render.appearance import build_hair_shell, paint_texture, sample_appearance
 
         cfg = self.config
         R, Rf = cfg.resolution, cfg.face_resolution
@@ -355,8 +365,6 @@ class SynthWorker:
 
 def batch_vertex_normals(verts, faces):
     """Area-weighted unit vertex normals of a batch: verts [B, V, 3] (torch), faces [F, 3] long."""
-    import torch
-
     tri = verts[:, faces]  # [B, F, 3, 3]
     fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
     n = torch.zeros_like(verts)
@@ -366,10 +374,6 @@ def batch_vertex_normals(verts, faces):
 
 
 def _write_png(path: Path, rgb: np.ndarray, level: int) -> None:
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", compress_level=level)
     atomic_write_bytes(path, buf.getvalue())
@@ -434,10 +438,6 @@ def _missing(root: Path, num: int) -> dict[int, tuple[bool, bool]]:
 
 def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     """Build (or complete) a synthetic dataset in `out`."""
-    import json
-
-    from tqdm import tqdm
-
     config.validate()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -478,8 +478,6 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     bar = tqdm(total=config.num, unit="sample", desc="synth", disable=not config.progress, initial=config.num - len(missing))
     workers = min(config.workers, max(1, len(missing) // CHUNK + 1))
     if workers <= 1:
-        import torch
-
         threads = torch.get_num_threads()  # the worker pins torch to one thread; restore it after
         worker = SynthWorker(config)
         try:
@@ -491,8 +489,6 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
             worker.close()
             torch.set_num_threads(threads)
     else:
-        import multiprocessing as mp
-
         ctx = mp.get_context("spawn")  # a fresh process per GL context (no forked GL/driver state)
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
             for labels, count in pool.imap(_run_chunk, tasks):
@@ -504,9 +500,6 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     labels = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if labels:
         save_labels(root / LABELS_FILE, labels)
-        from aniportraitgan import __version__
-        from aniportraitgan.body import PortraitBodyModel
-
         body_meta = PortraitBodyModel.load().meta
         card = build_card(
             labels,
@@ -538,15 +531,10 @@ def make_tiny_dataset(path: str | os.PathLike, num: int = 64, resolution: int = 
     """A small synthetic dataset at `path` for tests of later stages (64 samples at 64x64 in a
     few seconds). Within one process, a repeated request is a copy of the first build (the
     data are deterministic), so many test modules can each ask for their own folder cheaply."""
-    import shutil
-    import tempfile
-
     key = (num, resolution, seed)
     cached = _TINY_CACHE.get(key)
     if cached is None or not (cached / LABELS_FILE).is_file():
         tmp = tempfile.mkdtemp(prefix="aniportraitgan-tiny-")
-        import atexit
-
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
         cached = Path(tmp) / "data"
         synthesize(cached, SynthConfig(num=num, resolution=resolution, seed=seed, workers=workers, progress=False))
