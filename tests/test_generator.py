@@ -254,3 +254,27 @@ def test_coarse_geometry_rendering_approximates_per_pixel_rendering(body):
     assert b.portrait.shape == a.portrait.shape
     assert (a.portrait - b.portrait).abs().mean() < 0.02
     assert (a.portrait_alpha - b.portrait_alpha).abs().mean() < 0.02
+
+
+def test_stage_parameters_and_param_groups_come_from_the_model(body):
+    G = Generator(GeneratorConfig.tiny(), body)
+    u = {id(p) for p in G.superres.parameters()}
+    dp = {id(p) for p in G.pose.parameters()}
+    stage1 = G.set_trainable(1)
+    assert [id(p) for p in stage1] == [id(p) for p in G.parameters() if id(p) not in u]
+    assert all(p.requires_grad == (id(p) not in u) for p in G.parameters())
+    groups = G.param_groups(1, 2e-3, {"Dp": 0.01})
+    assert [g["name"] for g in groups] == ["rest", "Dp"]  # the order resumed optimiser states rely on
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in stage1 if id(p) not in dp]
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in G.pose.parameters()]
+    assert groups[0]["lr"] == 2e-3 and groups[1]["lr"] == 2e-3 * 0.01
+    stage2 = G.set_trainable(2)
+    assert [id(p) for p in stage2] == [id(p) for p in G.superres.parameters()]
+    assert all(p.requires_grad == (id(p) in u) for p in G.parameters())
+    groups = G.param_groups(2, 1e-3, {"Dp": 0.01, "U": 0.5})
+    assert [g["name"] for g in groups] == ["U"] and groups[0]["lr"] == 1e-3 * 0.5
+    assert [g["name"] for g in G.param_groups(2, 1e-3, {})] == ["rest"]
+    with pytest.raises(InputError, match=r"unknown generator sub-networks \['X'\]; known: \['De', 'Dp', 'M', 'U', 'phi'\]"):
+        G.param_groups(1, 1e-3, {"X": 1.0})
+    with pytest.raises(InputError, match="stage must be 1 or 2"):
+        G.trainable_parameters(3)

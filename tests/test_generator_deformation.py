@@ -12,6 +12,7 @@ from aniportraitgan.frames import SCENE_SCALE
 from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
 from aniportraitgan.latents import LatentSample
 from aniportraitgan.generator.generator import mouth_cavity
+from aniportraitgan.generator.renderer import volume_points
 from aniportraitgan.generator.deformation import (
     ExpressionDeformation,
     PoseDeformation,
@@ -143,7 +144,7 @@ def test_generator_head_rotation_through_dp_and_upsampling(body):
     head = body.bone_names.index("head")
     w = G.nn_weights
     # Label every sample of the transform volume, erode by Dp's footprint, read at full resolution.
-    pts = G.volume_points(cams, R, R, depths)
+    pts = volume_points(G.config, cams, R, R, depths)
     assert pts.shape[1:4] == (R // 2, R // 2, depths.shape[1] // 2)
     h, Dv = pts.shape[1], pts.shape[3]
     idx = nearest_vertex(pts.reshape(1, -1, 3), out.vertices[:, G.nn_index])[0]
@@ -224,7 +225,7 @@ def test_mesh_guided_expression_maps_expression_vertices_onto_the_neutral_mesh(b
             z_pose[0, 3] = HEAD_ROT
         out = body(z_id, z_exp, z_pose)
         posed = out.vertices[:, idx]
-        T = G.pose.inverse_lbs(posed, posed, G.nn_weights, out.bone_transforms, G._expression_offsets(out))
+        T = G.pose.inverse_lbs(posed, posed, G.nn_weights, out.bone_transforms, G.expression_offsets(out))
         x_c = G.expression(apply_transforms(T, posed), G.expression.map(z_id, z_exp))
         err = (x_c - out.neutral_vertices[:, idx]).norm(dim=-1)[0]
         # Inverse LBS (eq. 4) is exact for vertices skinned to one bone, and for all at zero pose;

@@ -160,6 +160,11 @@ class PoseDeformation(nn.Module):
         return (processed - self.reference(volume.detach())).pow(2).mean()
 
 
+def upsample_volume(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resampling (align_corners=False) of [B, C, D, H, W] to ``size``."""
+    return F.interpolate(volume, size=size, mode="trilinear", align_corners=False)
+
+
 def upsample_volume_at(volume: torch.Tensor, pixel_uv: torch.Tensor, depth_samples: int) -> torch.Tensor:
     """Trilinear read of a ray-space volume [B, C, Dv, h, w] at full-resolution samples.
 

@@ -1,14 +1,11 @@
-"""The generator G: five sub-networks (M, phi, U, Dp, De) and dual-camera rendering.
+"""The generator G: five sub-networks (M, phi, U, Dp, De) composed into one typed call.
 
-Per view (main portrait camera, face camera) and per ray sample:
-
-    x_t (scene, posed)  --inverse LBS + Dp-->  x_p  --De-->  x_c (scene)  --/SCENE_SCALE-->
-    canonical  --M-->  s  --levels-->  intersections  --phi or U's maps-->  colour, alpha
-    --eq. 8-->  pixel
-
-Samples lie on planes of constant camera depth between the near and far depths of the
-portrait's bounding box (face views: a sphere around the posed head), so the samples of all rays
-form a regular (D, H, W) frustum grid: the transform volume that Dp convolves.
+This module holds the composition: the sub-networks by their paper names and their parameter
+groups per training stage, the mapping networks with truncation (psi) and the identity cache,
+the nearest-vertex set-up of the inverse LBS (eq. 4, with the mouth cavity of mesh-guided
+expressions), the typed forward and the assembly of the ``Aux`` loss terms (eqs. 10-13). The
+rays, sample depths, transform volume, chunked views and compositing (eq. 8) live in
+``generator.renderer``.
 
 Speed: stage 2 with an ``IdentityCache`` redoes only the per-frame work. For large renders,
 ``GeneratorConfig.geometry_max_resolution`` (e.g. 128) evaluates the deformation chain and M on
@@ -18,10 +15,8 @@ a coarser ray grid and interpolates x_c and s per pixel; detail still comes from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aniportraitgan.cameras import Cameras, matching_face_cameras
@@ -29,30 +24,13 @@ from aniportraitgan.errors import InputError
 from aniportraitgan.frames import SCENE_SCALE
 from aniportraitgan.latents import LatentSample
 from aniportraitgan.generator.cache import IdentityCache, WAverage
-from aniportraitgan.generator.compositing import composite
 from aniportraitgan.generator.config import GeneratorConfig
-from aniportraitgan.generator.deformation import (
-    ExpressionDeformation,
-    PoseDeformation,
-    apply_transforms,
-    upsample_volume_at,
-)
+from aniportraitgan.generator.deformation import ExpressionDeformation, PoseDeformation
 from aniportraitgan.generator.outputs import Aux, Rendered, RenderOptions
-from aniportraitgan.generator.manifolds import ManifoldPredictor, intersect_levels, sort_by_depth
+from aniportraitgan.generator.manifolds import ManifoldPredictor
 from aniportraitgan.generator.radiance import RadianceGenerator
-from aniportraitgan.generator.superres import (
-    ManifoldSuperResolution,
-    lowres_maps,
-    map_intersections,
-    sample_maps,
-)
-
-
-@dataclass
-class _View:
-    image: torch.Tensor
-    depth: torch.Tensor
-    alpha: torch.Tensor
+from aniportraitgan.generator.renderer import camera_rays, deform, pose_volume, render_view, sample_depths
+from aniportraitgan.generator.superres import ManifoldSuperResolution, lowres_maps, map_intersections
 
 
 def _check_codes(name: str, x, shape_tail: tuple[int, ...], B: int | None) -> int:
@@ -145,6 +123,40 @@ class Generator(nn.Module):
         return {"M": self.manifold, "phi": self.radiance, "U": self.superres,
                 "Dp": self.pose, "De": self.expression}
 
+    # ------------------------------------------------------------------ training stages
+    def trainable_parameters(self, stage: int) -> list[nn.Parameter]:
+        """The parameters a stage trains, in ``parameters()`` order: stage 1 everything but U,
+        stage 2 U only. The body model is never trained (it is not a registered submodule)."""
+        self._check_stage(stage)
+        u_params = {id(p) for p in self.superres.parameters()}
+        trainable = [p for p in self.parameters() if (id(p) in u_params) == (stage == 2)]
+        if not trainable:
+            raise InputError(f"stage {stage}: the generator has no parameters to train")
+        return trainable
+
+    def set_trainable(self, stage: int) -> list[nn.Parameter]:
+        """Set ``requires_grad`` for a stage (``trainable_parameters``) and return those parameters."""
+        trainable = self.trainable_parameters(stage)
+        keep = {id(p) for p in trainable}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in keep)
+        return trainable
+
+    def param_groups(self, stage: int, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+        """Adam parameter groups of a stage's parameters: one per sub-network named in
+        ``lr_scale`` (``subnetworks()`` names) at ``lr`` times its multiplier, one ("rest") at
+        ``lr``; ordered by name with "rest" first, the order resumed optimiser states rely on."""
+        subnets = self.subnetworks()
+        unknown = set(lr_scale) - set(subnets)
+        if unknown:
+            raise InputError(f"lr_scale names unknown generator sub-networks {sorted(unknown)}; known: {sorted(subnets)}")
+        owner = {id(p): name for name, module in subnets.items() if name in lr_scale for p in module.parameters()}
+        groups: dict[str, list] = {}
+        for p in self.trainable_parameters(stage):
+            groups.setdefault(owner.get(id(p), ""), []).append(p)
+        return [{"params": groups[name], "lr": lr * (lr_scale[name] if name else 1.0), "name": name or "rest"}
+                for name in sorted(groups)]
+
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         self.body._apply(fn, *args, **kwargs)
@@ -200,9 +212,13 @@ class Generator(nn.Module):
         return IdentityCache(z_id.detach().clone(), eps.detach().clone(), float(psi), stage, w_rad, w_sr, maps)
 
     @staticmethod
-    def _check_stage_psi(stage, psi) -> None:
+    def _check_stage(stage) -> None:
         if stage not in (1, 2):
             raise InputError(f"stage must be 1 or 2, got {stage!r}")
+
+    @classmethod
+    def _check_stage_psi(cls, stage, psi) -> None:
+        cls._check_stage(stage)
         if not isinstance(psi, (int, float)) or not math.isfinite(psi):
             raise InputError(f"psi must be a finite number, got {psi!r}")
 
@@ -248,28 +264,32 @@ class Generator(nn.Module):
         acc: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
                      "exp_smooth": z_id.new_zeros(())} if o.return_aux else {}
         gmax = c.geometry_max_resolution if o.geometry_max_resolution is None else o.geometry_max_resolution
-        portrait = self._render_view(cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax)
+        portrait = render_view(self, cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax)
         out = Rendered(portrait.image, portrait.depth, portrait.alpha)
         if Hf:
             if face_cameras is None:
                 face_cameras = matching_face_cameras(cameras, body_out.head_center, body_out.head_rotation)
-            face = self._render_view(face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, acc,
-                                     bound=(body_out.head_center, c.face_bound_radius), gmax=gmax)
+            face = render_view(self, face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, acc,
+                               bound=(body_out.head_center, c.face_bound_radius), gmax=gmax)
             out.face, out.face_depth, out.face_alpha, out.face_cameras = face.image, face.depth, face.alpha, face_cameras
         if o.return_aux:
-            views = 2 if Hf else 1
-            verts = body_out.canonical_vertices[:, self.nn_index]
-            neutral = body_out.neutral_vertices[:, self.nn_index]
-            step = max(1, verts.shape[1] // c.aux_points)
-            verts, neutral = verts[:, ::step], neutral[:, ::step]
-            if c.exp_mesh_guided:  # De reads the neutral mesh; its residual should vanish there
-                imitation = self.expression.imitation_loss(neutral, torch.zeros_like(neutral), w_exp)
-            else:
-                imitation = self.expression.imitation_loss(verts, neutral - verts, w_exp)
-            out.aux = Aux(pose_smooth=acc["pose_smooth"] / views, exp_imitation=imitation,
-                          exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
-                          body=body_out, w_radiance=w_rad, w_expression=w_exp)
+            out.aux = self._aux(body_out, acc, 2 if Hf else 1, w_rad, w_exp)
         return out
+
+    def _aux(self, body_out, acc: dict, views: int, w_rad: torch.Tensor, w_exp: torch.Tensor) -> Aux:
+        """The loss terms of a render: eq. 10 at the mesh vertices, eqs. 11-13 averaged over views."""
+        c = self.config
+        verts = body_out.canonical_vertices[:, self.nn_index]
+        neutral = body_out.neutral_vertices[:, self.nn_index]
+        step = max(1, verts.shape[1] // c.aux_points)
+        verts, neutral = verts[:, ::step], neutral[:, ::step]
+        if c.exp_mesh_guided:  # De reads the neutral mesh; its residual should vanish there
+            imitation = self.expression.imitation_loss(neutral, torch.zeros_like(neutral), w_exp)
+        else:
+            imitation = self.expression.imitation_loss(verts, neutral - verts, w_exp)
+        return Aux(pose_smooth=acc["pose_smooth"] / views, exp_imitation=imitation,
+                   exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
+                   body=body_out, w_radiance=w_rad, w_expression=w_exp)
 
     def loss_dict(self, aux: Aux, weights) -> dict[str, torch.Tensor]:
         """The weighted deformation losses (eqs. 10-13) of a render: {name: weight * value}."""
@@ -284,69 +304,8 @@ class Generator(nn.Module):
         if not torch.isfinite(cams.c2w).all():
             raise InputError(f"{name} contains NaN or infinite values")
 
-    def sample_depths(self, cams: Cameras, center: torch.Tensor | None = None,
-                      radius: float | None = None) -> torch.Tensor:
-        """Camera z-depths [B, D] of the sample planes.
-
-        They span the portrait bounding box or, given a bounding sphere (center [B, 3] scene
-        metres, radius metres; the face view uses one around the posed head), that sphere.
-        """
-        c2w = cams.c2w.to(self.bbox_corners.dtype)
-        forward = c2w[:, :3, 2]
-        if center is None:
-            rel = self.bbox_corners[None] - c2w[:, None, :3, 3]
-            z = (rel * forward[:, None]).sum(-1)  # [B, 8]
-            near, far = z.min(1).values, z.max(1).values
-        else:
-            zc = ((center.to(c2w.dtype) - c2w[:, :3, 3]) * forward).sum(-1)
-            near, far = zc - radius, zc + radius
-        near = near.clamp_min(1e-3)
-        far = torch.maximum(far, near + 1e-3)
-        steps = torch.linspace(0.0, 1.0, self.config.samples_per_ray, device=near.device, dtype=near.dtype)
-        return near[:, None] + (far - near)[:, None] * steps
-
-    @staticmethod
-    def _rays(cams: Cameras, H: int, W: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ray origins [B, H*W, 3] and directions scaled to unit camera depth [B, H*W, 3]."""
-        o, d = cams.rays(H, W)
-        o, d = o.to(dtype), d.to(dtype)
-        forward = cams.c2w[:, None, :3, 2].to(dtype)
-        return o, d / (d * forward).sum(-1, keepdim=True)
-
-    @staticmethod
-    def _points(rays: tuple[torch.Tensor, torch.Tensor], depths: torch.Tensor, start: int = 0,
-                stop: int | None = None) -> torch.Tensor:
-        """Samples [B, n, D, 3] on the depth planes for rays start:stop (row-major pixels)."""
-        o, d = rays
-        return o[:, start:stop, None, :] + d[:, start:stop, None, :] * depths[:, None, :, None]
-
-    def volume_shape(self, H: int, W: int, D: int) -> tuple[int, int, int]:
-        """(D, H, W) of the transform volume that Dp processes for an H x W view with D samples."""
-        c = self.config
-        if not c.dp_half_resolution:
-            return D, H, W
-        h, w = (H + 1) // 2, (W + 1) // 2
-        if c.dp_volume_max:
-            scale = min(1.0, c.dp_volume_max / max(h, w))
-            h, w = max(1, round(h * scale)), max(1, round(w * scale))
-        return (D + 1) // 2, h, w
-
-    def volume_points(self, cams: Cameras, H: int, W: int, depths: torch.Tensor) -> torch.Tensor:
-        """Target-space points [B, h, w, Dv, 3] of the transform volume of an H x W view.
-
-        Its voxel centres coincide with the full-resolution samples under trilinear,
-        align_corners=False resampling (pixel centres across the same field of view; depth
-        planes at the matching fractional sample index).
-        """
-        B, D = depths.shape
-        Dv, h, w = self.volume_shape(H, W, D)
-        m = torch.arange(Dv, dtype=depths.dtype, device=depths.device)
-        index = (m + 0.5) * D / Dv - 0.5  # fractional full-resolution sample index
-        near, far = depths[:, :1], depths[:, -1:]
-        vdepths = near + (far - near) * index / max(D - 1, 1)
-        return self._points(self._rays(cams, h, w, depths.dtype), vdepths).reshape(B, h, w, Dv, 3)
-
-    def _expression_offsets(self, body_out) -> torch.Tensor | None:
+    # ------------------------------------------------------------------ inverse LBS (eq. 4)
+    def expression_offsets(self, body_out) -> torch.Tensor | None:
         """Per nearest-search vertex, the body model's inverse expression displacement
         (neutral - expression, zero pose, metres) that mesh guidance adds to each sample."""
         if not self.config.exp_mesh_guided:
@@ -354,53 +313,11 @@ class Generator(nn.Module):
         idx = self.nn_index
         return body_out.neutral_vertices[:, idx] - body_out.canonical_vertices[:, idx]
 
-    def _transform_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out) -> torch.Tensor:
-        """Inverse LBS transforms of the transform-volume samples: [B, 16, Dv, h, w]."""
-        pts = self.volume_points(cams, H, W, depths)
-        B, h, w, Dv, _ = pts.shape
-        T = self.pose.inverse_lbs(pts.reshape(B, -1, 3), body_out.vertices[:, self.nn_index], self.nn_weights,
-                                  body_out.bone_transforms, self._expression_offsets(body_out))
-        return T.reshape(B, h, w, Dv, 16).permute(0, 4, 3, 1, 2)
-
-    def _pose_volume(self, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
-                     aux: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Dp-processed transform volume and the full-resolution pixel grid to read it at."""
-        if not self.config.use_dp:
-            return None
-        B = depths.shape[0]
-        volume = self._transform_volume(cams, H, W, depths, body_out)
-        processed = self.pose.process(volume)
-        if aux:
-            aux["pose_smooth"] = aux["pose_smooth"] + self.pose.smooth_loss(volume, processed)
-        D = depths.shape[1]
-        if B * 16 * D * H * W <= self.config.dp_dense_upsample_max:
-            # Small views: one dense trilinear upsampling (its backward is far cheaper than
-            # grid_sample's), laid out per ray for the chunks.
-            dense = F.interpolate(processed, size=(D, H, W), mode="trilinear", align_corners=False)
-            return dense.permute(0, 3, 4, 2, 1).reshape(B, H * W, D, 16), None
-        uv = cams.pixel_centers(H, W).to(depths.dtype)
-        uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
-        return processed, uv[None].expand(B, -1, -1)
-
-    def _deform(self, rays, depths: torch.Tensor, body_out, w_exp: torch.Tensor, pose_volume,
-                start: int, stop: int):
-        """Samples of rays start:stop: x_t, x_p, x_c, all [B, n, D, 3] scene metres."""
-        B, D = depths.shape
-        n = stop - start
-        x_t = self._points(rays, depths, start, stop)
-        if pose_volume is not None:
-            processed, uv = pose_volume
-            if uv is None:  # already upsampled per ray
-                T = processed[:, start:stop]
-            else:
-                T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
-        else:
-            T = self.pose.inverse_lbs(x_t.reshape(B, n * D, 3), body_out.vertices[:, self.nn_index],
-                                      self.nn_weights, body_out.bone_transforms,
-                                      self._expression_offsets(body_out)).reshape(B, n, D, 16)
-        x_p = apply_transforms(T, x_t)
-        x_c = self.expression(x_p.reshape(B, n * D, 3), w_exp).reshape(B, n, D, 3)
-        return x_t, x_p, x_c
+    def inverse_lbs(self, points: torch.Tensor, body_out) -> torch.Tensor:
+        """Target-space points [B, N, 3] -> inverse transforms [B, N, 4, 4] by their nearest
+        allowed vertex of the posed body ``body_out`` (with mesh guidance's offsets)."""
+        return self.pose.inverse_lbs(points, body_out.vertices[:, self.nn_index], self.nn_weights,
+                                     body_out.bone_transforms, self.expression_offsets(body_out))
 
     @torch.no_grad()
     def deform_view(self, z_id: torch.Tensor, z_exp: torch.Tensor, z_pose: torch.Tensor,
@@ -418,86 +335,8 @@ class Generator(nn.Module):
         R = _check_resolution("resolution", resolution)
         body_out = self.body(z_id, z_exp, z_pose)
         w_exp = self.expression.map(z_id, z_exp)
-        depths = self.sample_depths(cams)
-        vol = self._pose_volume(cams, R, R, depths, body_out, {})
-        rays = self._rays(cams, R, R, depths.dtype)
-        x_t, x_p, x_c = self._deform(rays, depths, body_out, w_exp, vol, 0, R * R)
+        depths = sample_depths(cams, self.bbox_corners, self.config.samples_per_ray)
+        vol = pose_volume(self, cams, R, R, depths, body_out, {})
+        rays = camera_rays(cams, R, R, depths.dtype)
+        x_t, x_p, x_c = deform(self, rays, depths, body_out, w_exp, vol, 0, R * R)
         return x_t, x_p, x_c, depths
-
-    def _geometry(self, rays, depths: torch.Tensor, body_out, w_exp: torch.Tensor, pose_volume,
-                  start: int, stop: int, aux: dict, n_rays: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Canonical samples x_can [B, n, D, 3] and the field s [B, n, D] of rays start:stop.
-
-        Adds the De loss terms of these rays to ``aux`` (weighted by their share of n_rays).
-        """
-        B, D = depths.shape
-        n = stop - start
-        _, x_p, x_c = self._deform(rays, depths, body_out, w_exp, pose_volume, start, stop)
-        if aux:
-            aux_step = max(1, (n_rays * D) // max(1, self.config.aux_points))
-            x_p_flat = x_p.reshape(B, n * D, 3)
-            aux["exp_minimal"] = aux["exp_minimal"] + self.expression.minimal_loss(
-                x_p_flat, x_c.reshape(B, n * D, 3)) * (n / n_rays)
-            sub = x_p_flat[:, ::aux_step]
-            aux["exp_smooth"] = aux["exp_smooth"] + self.expression.smooth_loss(sub, w_exp) * (n / n_rays)
-        x_can = x_c / SCENE_SCALE
-        return x_can, self.manifold(x_can)
-
-    def _render_view(self, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
-                     w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
-                     bound: tuple[torch.Tensor, float] | None = None, gmax: int = 0) -> _View:
-        c = self.config
-        B = w_rad.shape[0]
-        depths = self.sample_depths(cams, *(bound or (None, None)))  # [B, D]
-        D = depths.shape[1]
-        chunk = max(1, c.ray_chunk // B)
-        coarse = None
-        if gmax and max(H, W) > gmax:
-            # Deformation and M on a coarser ray grid (same depth planes), read per pixel by
-            # bilinear interpolation: the manifolds are smooth, the detail is in U's maps.
-            scale = gmax / max(H, W)
-            h, w = max(1, round(H * scale)), max(1, round(W * scale))
-            pose_volume = self._pose_volume(cams, h, w, depths, body_out, aux)
-            crays = self._rays(cams, h, w, depths.dtype)
-            parts = []
-            for start in range(0, h * w, chunk):
-                x_can, s = self._geometry(crays, depths, body_out, w_exp, pose_volume, start,
-                                          min(h * w, start + chunk), aux, h * w)
-                parts.append(torch.cat([x_can, s[..., None]], -1))
-            grid = torch.cat(parts, 1).reshape(B, h, w, D, 4).permute(0, 4, 3, 1, 2)  # [B, 4, D, h, w]
-            uv = cams.pixel_centers(H, W).to(depths.dtype)
-            uv = uv / torch.tensor([W, H], dtype=uv.dtype, device=uv.device) * 2.0 - 1.0
-            coarse = (grid, uv[None].expand(B, -1, -1))
-        else:
-            # Pose transforms: volume at (half) ray resolution, Dp, then read at full resolution.
-            pose_volume = self._pose_volume(cams, H, W, depths, body_out, aux)
-        rays = self._rays(cams, H, W, depths.dtype)
-        levels = self.manifold.levels
-        L = levels.shape[0]
-        n_rays = H * W
-        colors, dep, acc = [], [], []
-        for start in range(0, n_rays, chunk):
-            stop = min(n_rays, start + chunk)
-            n = stop - start
-            if coarse is None:
-                x_can, s = self._geometry(rays, depths, body_out, w_exp, pose_volume, start, stop, aux, n_rays)
-            else:
-                g = upsample_volume_at(coarse[0], coarse[1][:, start:stop], D)  # [B, n, D, 4]
-                x_can, s = g[..., :3], g[..., 3]
-            hits = intersect_levels(s, levels, depths[:, None, :], x_can)
-            if maps is None:
-                rad = self.radiance(hits.points.reshape(B, n * L, 3), w_rad)
-                color = rad.color.reshape(B, n, L, 3)
-                alpha = rad.alpha.reshape(B, n, L)
-            else:
-                color, alpha = sample_maps(maps, hits.points)
-            alpha = alpha * hits.valid.to(alpha.dtype)
-            t, _, color, alpha = sort_by_depth(hits.t, hits.valid, color, alpha)
-            comp = composite(color, alpha, t, background=1.0, far=depths[:, -1:])
-            colors.append(comp.color)
-            dep.append(comp.depth)
-            acc.append(comp.alpha)
-        image = torch.cat(colors, 1).reshape(B, H, W, 3).permute(0, 3, 1, 2) * 2.0 - 1.0
-        depth = torch.cat(dep, 1).reshape(B, 1, H, W)
-        alpha = torch.cat(acc, 1).reshape(B, 1, H, W)
-        return _View(image, depth, alpha)
