@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from aniportraitgan import inference
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.generator import Generator, GeneratorConfig
 from aniportraitgan.cameras import MainCameraPlacement
 from aniportraitgan.latents import LatentPrior
-from aniportraitgan.inference import load_generator, load_inference_model, save_inference_checkpoint
-from aniportraitgan.training.checkpoint import CheckpointManager, export_generator
+from aniportraitgan.artefacts import CheckpointManager, export_generator, load_generator, read_generator_file, save_generator
+from aniportraitgan.artefacts import loading
+from aniportraitgan.inference import load_inference_model
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,10 @@ def test_nan_weights_are_rejected(tiny, tmp_path, body):
 
 
 def test_demo_name(monkeypatch, tmp_path, tiny_file, body):
-    monkeypatch.setattr(inference, "DEMO_CHECKPOINT", tmp_path / "demo_generator.safetensors")
+    monkeypatch.setattr(loading, "DEMO_CHECKPOINT", tmp_path / "demo_generator.safetensors")
     with pytest.raises(AssetError, match="does not exist yet"):
         load_inference_model("demo", body_model=body)
-    monkeypatch.setattr(inference, "DEMO_CHECKPOINT", tiny_file)
+    monkeypatch.setattr(loading, "DEMO_CHECKPOINT", tiny_file)
     assert load_inference_model("demo", body_model=body).source == tiny_file
 
 
@@ -127,7 +127,7 @@ def test_training_checkpoint_folder_and_run_folder(tiny, tmp_path, body):
 
 def test_latent_prior_round_trip_and_identities(tiny, tmp_path, body):
     prior = LatentPrior(torch.linspace(-1, 1, 40), torch.full((40,), 0.5), MainCameraPlacement(1.3, 18.0, (0.0, 0.05, 0.01)))
-    path = save_inference_checkpoint(tmp_path / "p.safetensors", tiny, stage=1, prior=prior)
+    path = save_generator(tmp_path / "p.safetensors", tiny, stage=1, prior=prior)
     m = load_inference_model(path, body_model=body)
     assert m.prior.source == "training labels" and m.prior.camera.radius == 1.3 and m.prior.camera.fov_deg == 18.0
     torch.testing.assert_close(m.prior.z_id_mean, prior.z_id_mean)
@@ -147,8 +147,6 @@ def test_latent_prior_round_trip_and_identities(tiny, tmp_path, body):
 
 def test_corrupted_prior_is_an_asset_error(tiny, tmp_path, body):
     from safetensors.torch import save_file
-
-    from aniportraitgan.training.checkpoint import read_generator_file
 
     path = export_generator(tmp_path / "g.safetensors", tiny.state_dict(), tiny.config.to_dict())
     w, meta = read_generator_file(path)

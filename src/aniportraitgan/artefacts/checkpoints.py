@@ -1,4 +1,4 @@
-"""Atomic training checkpoints and the exported generator.
+"""Atomic training checkpoint folders, their model signature, and loading weights into modules.
 
 A checkpoint is a folder `RUN/checkpoints/s<stage>-<step:08d>/` holding
 - `weights.safetensors`: every network (prefixes `G.`, `G_ema.`, `D1.whole.`, `D2.face.`, ...);
@@ -9,9 +9,6 @@ The folder is written under a temporary name and renamed into place, so a kill a
 leaves either the complete checkpoint or none. The newest checkpoint is "last"; older ones are
 deleted unless they are periodic (step a multiple of `keep_every`) or marked `keep` (the end of
 stage 1, which stage 2 starts from).
-
-`export_generator` writes the EMA generator alone (`generator.safetensors`, config in the
-metadata) for `generate`/`animate`; `load_generator` reads it back.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
-from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError
 
 FORMAT_VERSION = 1
@@ -47,6 +43,24 @@ class Checkpoint:
     meta: dict[str, Any]
     weights: dict[str, torch.Tensor]
     state: dict[str, Any]
+
+
+def model_signature(train_config: dict[str, Any]) -> str:
+    """Hash of the parts of a training config (``TrainConfig.to_dict()``) that fix parameter
+    shapes and what the networks mean.
+
+    A checkpoint can resume a run only under the same signature; schedules, logging and step
+    counts may change between runs."""
+    d = train_config
+    keep = {
+        "generator_preset": d["generator_preset"],
+        "generator_overrides": d["generator_overrides"],
+        "disc": d["disc"],
+        "ablation": d["ablation"],
+        "resolutions": [(d[s]["portrait_resolution"], d[s]["face_resolution"]) for s in ("stage1", "stage2")],
+        "facerecon_resolution": d["facerecon_resolution"],
+    }
+    return _sha256(json.dumps(keep, sort_keys=True).encode())[:16]
 
 
 def _sha256(data: bytes) -> str:
@@ -73,12 +87,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _tensor_dict(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def cpu_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage: clone every tensor into its own contiguous CPU buffer.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
 
 
 class CheckpointManager:
+    """The checkpoint folders of one run: list, save (atomically) and prune them."""
+
     def __init__(self, run_dir: str | Path, keep_every: int = 0):
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "checkpoints"
@@ -119,7 +135,7 @@ class CheckpointManager:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        w_bytes = st_save_bytes(_tensor_dict(weights), metadata={"format": str(FORMAT_VERSION)})
+        w_bytes = st_save_bytes(cpu_tensors(weights), metadata={"format": str(FORMAT_VERSION)})
         buf = io.BytesIO()
         torch.save(state, buf)
         s_bytes = buf.getvalue()
@@ -230,67 +246,3 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:3]
         raise AssetError(f"checkpoint {source} does not fit {what}: {' '.join(first)}") from None
-
-
-# ------------------------------------------------------------------ generator export
-def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor], generator_config: dict[str, Any],
-                     train_config: dict[str, Any] | None = None, step: int | None = None, stage: int | None = None,
-                     extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write the EMA generator's weights with its configuration in the safetensors metadata
-    (atomically: temporary file + rename). `extra_metadata` adds string entries (e.g. the
-    `latent_prior` JSON that `inference.load_inference_model` reads)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "format": str(FORMAT_VERSION),
-        "kind": "aniportraitgan-generator",
-        "generator_config": json.dumps(generator_config, sort_keys=True),
-    }
-    if train_config is not None:
-        metadata["train_config"] = json.dumps(train_config, sort_keys=True)
-    if step is not None:
-        metadata["step"] = str(step)
-    if stage is not None:
-        metadata["stage"] = str(stage)
-    for key, value in (extra_metadata or {}).items():
-        metadata.setdefault(key, str(value))
-    data = st_save_bytes(_tensor_dict(generator_state), metadata=metadata)
-    atomic_write_bytes(path, data)
-    return path
-
-
-def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(weights, metadata) of an exported generator; AssetError if missing or corrupted."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"generator file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = dict(fh.metadata() or {})
-            weights = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001
-        raise AssetError(f"generator file {path} is corrupted or not a safetensors file ({exc})") from None
-    if metadata.get("kind") != "aniportraitgan-generator" or "generator_config" not in metadata:
-        raise AssetError(f"{path} is not an exported aniportraitgan generator (metadata lacks generator_config)")
-    return weights, metadata
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu", body_model=None):
-    """Rebuild the exported (EMA) generator: `Generator(GeneratorConfig(**config), body_model)`
-    with the saved weights, in eval mode."""
-    from aniportraitgan.generator import Generator
-
-    from aniportraitgan.training.config import generator_config_from_dict, load_body_model
-
-    weights, metadata = read_generator_file(path)
-    try:
-        cfg_dict = json.loads(metadata["generator_config"])
-    except json.JSONDecodeError as exc:
-        raise AssetError(f"generator file {path} has a corrupted config ({exc})") from None
-    cfg = generator_config_from_dict(cfg_dict)
-    body = body_model if body_model is not None else load_body_model(device)
-    gen = Generator(cfg, body)
-    load_module_state(gen, weights, "the generator", Path(path))
-    return gen.to(device).eval()
