@@ -15,7 +15,7 @@ from aniportraitgan.cli import main
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import Generator, GeneratorConfig
 from aniportraitgan.inference import load_inference_model
-from aniportraitgan.training.checkpoint import export_generator
+from aniportraitgan.artefacts import export_generator
 
 RES = 32
 
@@ -155,7 +155,7 @@ def test_cli_mismatched_lengths_and_bad_pose_angle(ckpt, tmp_path, capsys):
 
 
 def test_cli_checkpoint_of_another_config(ckpt, tmp_path, capsys):
-    from aniportraitgan.training.checkpoint import read_generator_file
+    from aniportraitgan.artefacts import read_generator_file
 
     weights, _ = read_generator_file(ckpt)
     other = export_generator(tmp_path / "other.safetensors", weights, GeneratorConfig.tiny(num_levels=8).to_dict())

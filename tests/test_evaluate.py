@@ -32,7 +32,7 @@ def files(tmp_path_factory):
     from aniportraitgan.data.synth import make_tiny_dataset
     from aniportraitgan.facerecon import FaceRecon, FaceReconConfig
     from aniportraitgan.generator import Generator, GeneratorConfig
-    from aniportraitgan.inference import save_inference_checkpoint
+    from aniportraitgan.artefacts import save_generator as save_inference_checkpoint
 
     root = tmp_path_factory.mktemp("eval")
     data = make_tiny_dataset(root / "data", num=8, resolution=32)

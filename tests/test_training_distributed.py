@@ -44,7 +44,7 @@ def test_two_process_gloo_run(tmp_path):
     for k in g0:
         assert torch.equal(g0[k], g1[k]), f"ranks disagree on {k}"
     # Rank 0 alone wrote the run folder; the checkpoint records the world size.
-    from aniportraitgan.training.checkpoint import CheckpointManager, load_checkpoint
+    from aniportraitgan.artefacts import CheckpointManager, load_checkpoint
 
     ck = load_checkpoint(CheckpointManager(out).latest())
     assert ck.step == 2 and ck.state["world_size"] == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aniportraitgan.errors import AssetError, UserError
-from aniportraitgan.training.checkpoint import load_checkpoint, read_generator_file
+from aniportraitgan.artefacts import load_checkpoint, read_generator_file
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.loop import RunOptions, StepBatches, Trainer, train
 
@@ -49,7 +49,7 @@ def opts(data: Path, out: Path, **kw) -> RunOptions:
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    from aniportraitgan.training.checkpoint import CheckpointManager
+    from aniportraitgan.artefacts import CheckpointManager
 
     return load_checkpoint(CheckpointManager(run).latest()).weights
 
@@ -91,7 +91,7 @@ def test_tiny_steps_keep_losses_finite(data_dir, tmp_path):
     weights, meta = read_generator_file(run / "generator.safetensors")
     assert json.loads(meta["generator_config"])["samples_per_ray"] == 8
     assert len(json.loads(meta["latent_prior"])["z_id_mean"]) == 40  # for inference.LatentPrior
-    from aniportraitgan.training.checkpoint import load_generator
+    from aniportraitgan.artefacts import load_generator
 
     G = load_generator(run / "generator.safetensors")
     assert G.config.samples_per_ray == 8

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from aniportraitgan.errors import AssetError, InputError, UserError
-from aniportraitgan.training.checkpoint import CheckpointManager, load_checkpoint
+from aniportraitgan.artefacts import CheckpointManager, load_checkpoint
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.discriminator import Discriminator, MinibatchStd, build_discriminators
 from aniportraitgan.training.ema import EMA, ema_beta
