@@ -1,4 +1,4 @@
-"""Generator configuration: one typed dataclass with the `paper` and `tiny` presets.
+"""Generator configuration: one typed dataclass and its presets (``PRESETS``: ``paper``, ``tiny``).
 
 All geometric quantities of the radiance manifolds are in canonical units (scene metres divided
 by ``frames.SCENE_SCALE``, so the portrait fits in [-1, 1]^3).
@@ -6,11 +6,11 @@ by ``frames.SCENE_SCALE``, so the portrait fits in [-1, 1]^3).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
+from aniportraitgan.configs import Config
 from aniportraitgan.errors import InputError
 
 # Truncation psi of rendering for viewing (the released model's default); training uses 1.
@@ -18,79 +18,114 @@ DEFAULT_PSI = 0.7
 
 
 @dataclass
-class GeneratorConfig:
-    # Latent sizes (the body model's id/exp sizes; eps is the appearance noise).
-    id_dim: int = 40
-    exp_dim: int = 52
-    noise_dim: int = 256
+class GeneratorConfig(Config):
+    """Sizes and switches of every generator network, and how it renders."""
 
-    # Manifold predictor M: x -> s. s starts as the distance to `shell_center` (concentric
-    # shells, the GRAM-style initialisation) plus a learned residual MLP.
+    # Latent sizes.
+    id_dim: int = 40
+    """Identity code z_id (the body model's shape coefficients)."""
+    exp_dim: int = 52
+    """Expression code z_exp (the body model's ARKit blendshapes)."""
+    noise_dim: int = 256
+    """Appearance noise eps."""
+
+    # Manifold predictor M.
     manifold_hidden: int = 128
+    """Width of M's residual MLP (x -> s)."""
     manifold_layers: int = 3
+    """Depth of M's residual MLP."""
     num_levels: int = 24
+    """Number of radiance manifolds (iso-surfaces of s)."""
     shell_center: tuple[float, float, float] = (0.0, 0.0, -1.5)
-    level_min: float = 0.9  # innermost shell radius
-    level_max: float = 2.1  # outermost shell radius
+    """Centre of the concentric shells s starts as (the GRAM-style initialisation: s is the
+    distance to this point plus M's learned residual)."""
+    level_min: float = 0.9
+    """Innermost shell radius."""
+    level_max: float = 2.1
+    """Outermost shell radius."""
 
     # Radiance generator phi: FiLM-SIREN conditioned on (z_id, eps).
     radiance_hidden: int = 256
+    """Width of phi."""
     radiance_layers: int = 8
-    radiance_features: int = 16  # extra feature channels beside colour and opacity
+    """Depth of phi."""
+    radiance_features: int = 16
+    """Feature channels beside colour and opacity."""
     mapping_hidden: int = 256
+    """Width of phi's mapping network."""
     mapping_layers: int = 3
+    """Depth of phi's mapping network."""
 
-    # Expression deformation De: FiLM-SIREN (3 layers) conditioned on (z_id, z_exp).
+    # Expression deformation De: FiLM-SIREN conditioned on (z_id, z_exp).
     exp_hidden: int = 128
+    """Width of De."""
     exp_layers: int = 3
+    """Depth of De."""
     exp_mapping_hidden: int = 256
+    """Width of De's mapping network."""
     exp_mapping_layers: int = 3
-
-    # Mesh guidance: each sample's inverse transform also undoes the body model's expression
-    # displacement at its nearest vertex, and De learns a residual (see deformation.py).
+    """Depth of De's mapping network."""
     exp_mesh_guided: bool = True
-    # Scale of De's input coordinates, i.e. the spatial frequency of its displacement field. At
-    # 1 (the plain SIREN) the GAN turned De into high-frequency noise (residual changing by 2.4
-    # mm over 2 mm after 400 tiny steps, speckled faces; zeroing the residual of the demo model
-    # lowered its FID); 0.25 kept it 7x smoother (0.34 mm) with the same imitation loss.
+    """Mesh guidance: each sample's inverse transform also undoes the body model's expression
+    displacement at its nearest vertex, and De learns a residual (see deformation.py)."""
     exp_input_scale: float = 0.25
+    """Scale of De's input coordinates, i.e. the spatial frequency of its displacement field. At
+    1 (the plain SIREN) the GAN turned De into high-frequency noise (residual changing by 2.4
+    mm over 2 mm after 400 tiny steps, speckled faces; zeroing the residual of the demo model
+    lowered its FID); 0.25 kept it 7x smoother (0.34 mm) with the same imitation loss."""
 
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)
-    dp_half_resolution: bool = True  # nearest-vertex lookup at half resolution (rays and depth), then x2
-    # Cap on the transform volume's ray resolution: 64 is half of the 128 training resolution, so
-    # a 512 render reuses the deformation field Dp was trained on (upsampled) instead of a finer
-    # volume on which Dp's fixed-size kernels would smooth 4x less; 0 disables the cap.
+    """Dp's Conv3d kernel (D, H, W); odd sizes."""
+    dp_half_resolution: bool = True
+    """Nearest-vertex lookup at half resolution (rays and depth), then x2."""
     dp_volume_max: int = 64
-    use_dp: bool = True  # False: plain nearest-vertex skinning (the paper's "w/o Dp" ablation)
-    # Views whose full-resolution transform volume has at most this many numbers are upsampled
-    # densely (fast backward); larger ones (e.g. 512 x 512 renders) are read per ray chunk.
+    """Cap on the transform volume's ray resolution: 64 is half of the 128 training resolution,
+    so a 512 render reuses the deformation field Dp was trained on (upsampled) instead of a finer
+    volume on which Dp's fixed-size kernels would smooth 4x less; 0 disables the cap."""
+    use_dp: bool = True
+    """False: plain nearest-vertex skinning (the paper's "w/o Dp" ablation)."""
     dp_dense_upsample_max: int = 1 << 26
-    nn_chunk: int = 65536  # sample points per nearest-vertex distance chunk
+    """Views whose full-resolution transform volume has at most this many numbers are upsampled
+    densely (fast backward); larger ones (e.g. 512 x 512 renders) are read per ray chunk."""
+    nn_chunk: int = 65536
+    """Sample points per nearest-vertex distance chunk."""
 
     # Manifold super-resolution U (stage 2).
     sr_map_resolution: int = 128
-    sr_scale: int = 4  # two sub-pixel x2 convolutions: 128 -> 512
+    """Side of the radiance maps U reads."""
+    sr_scale: int = 4
+    """U's upsampling (sub-pixel x2 convolutions): 4 is 128 -> 512."""
     sr_channels: int = 32
+    """U's feature channels."""
     sr_growth: int = 16
-    sr_blocks: int = 4  # RRDB blocks (3 dense blocks each)
+    """Growth channels of U's dense blocks."""
+    sr_blocks: int = 4
+    """RRDB blocks of U (3 dense blocks each)."""
     sr_style_dim: int = 256
-    sr_map_depth_samples: int = 96  # samples along the orthographic z rays of the maps
+    """Width of U's style (mapping) code."""
+    sr_map_depth_samples: int = 96
+    """Samples along the orthographic z rays of the maps."""
 
     # Rendering.
     samples_per_ray: int = 64
-    # Portrait bounding box in canonical units; rays are sampled between its near/far depths.
+    """Ray samples between the bounding box's near and far depths."""
     bbox_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
+    """Portrait bounding box (canonical units), lower corner."""
     bbox_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # Fast rendering: views larger than this evaluate the deformation and M on a ray grid of
-    # at most this size and interpolate them per pixel (0 = every pixel, the paper's way).
+    """Portrait bounding box (canonical units), upper corner."""
     geometry_max_resolution: int = 0
-    face_bound_radius: float = 0.25  # metres around the posed head centre sampled by face views
-    ray_chunk: int = 16384  # rays per chunk for the per-sample networks (memory bound)
-    aux_points: int = 4096  # points per view for the De loss terms (eqs. 10, 12)
+    """Fast rendering: views larger than this evaluate the deformation and M on a ray grid of
+    at most this size and interpolate them per pixel (0 = every pixel, the paper's way)."""
+    face_bound_radius: float = 0.25
+    """Metres around the posed head centre sampled by face views."""
+    ray_chunk: int = 16384
+    """Rays per chunk for the per-sample networks (memory bound)."""
+    aux_points: int = 4096
+    """Points per view for the De loss terms (eqs. 10, 12)."""
 
-    # Truncation: EMA decay of the running average of mapping outputs during training.
     w_avg_beta: float = 0.995
+    """Truncation: EMA decay of the running average of mapping outputs during training."""
 
     def __post_init__(self) -> None:
         ints = {
@@ -121,53 +156,45 @@ class GeneratorConfig:
     def sr_output_resolution(self) -> int:
         return self.sr_map_resolution * self.sr_scale
 
-    # Presets -----------------------------------------------------------------------------
-    @classmethod
-    def paper(cls, **overrides) -> "GeneratorConfig":
-        """Sizes of the paper (Fig. 10 and GRAM): hidden 256, 24 manifolds, 64 samples, 128 -> 512."""
-        return cls(**overrides)
-
-    @classmethod
-    def tiny(cls, **overrides) -> "GeneratorConfig":
-        """A few-thousand-parameter generator that trains on 2 CPU cores in seconds."""
-        base = dict(
-            noise_dim=16,
-            manifold_hidden=16, manifold_layers=2, num_levels=6,
-            radiance_hidden=32, radiance_layers=2, radiance_features=4,
-            mapping_hidden=32, mapping_layers=2,
-            exp_hidden=16, exp_layers=3, exp_mapping_hidden=32, exp_mapping_layers=2,
-            dp_kernel=(3, 5, 5), nn_chunk=16384,
-            sr_map_resolution=32, sr_scale=2, sr_channels=8, sr_growth=4, sr_blocks=1,
-            sr_style_dim=16, sr_map_depth_samples=24,
-            samples_per_ray=16, ray_chunk=8192,
-        )
-        base.update(overrides)
-        return cls(**base)
-
+    # Presets (``PRESETS`` below) ------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides) -> "GeneratorConfig":
         if name not in PRESETS:
             raise InputError(f"unknown generator preset {name!r}; choose one of {sorted(PRESETS)}")
-        return getattr(cls, name)(**overrides)
-
-    # Serialisation (checkpoints store the config as JSON) ---------------------------------
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
-        data = dict(data)
+    def paper(cls, **overrides) -> "GeneratorConfig":
+        return cls.preset("paper", **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "GeneratorConfig":
+        return cls.preset("tiny", **overrides)
+
+    # Serialisation (checkpoints store the config as JSON) ---------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GeneratorConfig":
         # Configs saved before these fields existed describe generators trained without them.
-        data.setdefault("exp_mesh_guided", False)
-        data.setdefault("exp_input_scale", 1.0)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown GeneratorConfig fields: {unknown}")
-        return cls(**data)
+        return super().from_dict({**LEGACY_DEFAULTS, **data})
 
 
-PRESETS = ("paper", "tiny")
+# Field values of generators saved before the field existed (differing from today's defaults).
+LEGACY_DEFAULTS: dict[str, Any] = {"exp_mesh_guided": False, "exp_input_scale": 1.0}
+
+# Presets: the fields that differ from the defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sizes of the paper (Fig. 10 and GRAM): hidden 256, 24 manifolds, 64 samples, 128 -> 512.
+    "paper": {},
+    # A few-thousand-parameter generator that trains on 2 CPU cores in seconds.
+    "tiny": dict(
+        noise_dim=16,
+        manifold_hidden=16, manifold_layers=2, num_levels=6,
+        radiance_hidden=32, radiance_layers=2, radiance_features=4,
+        mapping_hidden=32, mapping_layers=2,
+        exp_hidden=16, exp_layers=3, exp_mapping_hidden=32, exp_mapping_layers=2,
+        dp_kernel=(3, 5, 5), nn_chunk=16384,
+        sr_map_resolution=32, sr_scale=2, sr_channels=8, sr_growth=4, sr_blocks=1,
+        sr_style_dim=16, sr_map_depth_samples=24,
+        samples_per_ray=16, ray_chunk=8192,
+    ),
+}

@@ -1,4 +1,5 @@
-"""Typed training configuration: presets `tiny` and `paper`, loss weights, ablation switches.
+"""Typed training configuration: loss weights, ablation switches, discriminators, the two
+stages, and the presets ``tiny`` and ``paper`` (``PRESETS``, at the end).
 
 Every number the trainer uses lives here so that a run folder's `config.json` describes the run
 completely, and a checkpoint can be checked against the configuration that asks to resume it.
@@ -6,17 +7,18 @@ completely, and a checkpoint can be checked against the configuration that asks 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
+from aniportraitgan import artefacts
+from aniportraitgan.configs import Config, UnknownFields
 from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.images import MIN_RESOLUTION
 
 
 @dataclass
-class LossWeights:
+class LossWeights(Config):
     """Weights of every training loss (paper section 3.5).
 
     Adversarial weights are the paper's (lambda_whole 0.1, lambda_face 1.0, lambda_torso 0.5);
@@ -26,126 +28,135 @@ class LossWeights:
 
     The deformation losses follow AniFaceGAN's recipe (eqs. 9-13); the paper does not list their
     weights, so these defaults are ours, chosen so that each term is of order 0.1-1 at the start
-    of training with the generator's units (canonical space, where the portrait fits in [-1, 1]^3):
-    - `landmark` (eq. 9): squared 3D landmark distance in centimetres, mean over the 68 points,
-      between the body model built from the input codes and from R's estimate of the face image.
-    - `imitation` (eq. 10): squared difference between De's displacement and the body model's
-      expression displacement at the nearest mesh point (canonical units).
-    - `pose_smooth` (eq. 11), `exp_smooth` (eq. 12), `exp_minimal` (eq. 13): the generator's
-      regularisers, as returned in its aux dict.
+    of training with the generator's units (canonical space, where the portrait fits in [-1, 1]^3).
     """
 
     whole: float = 0.1
+    """lambda_whole: the generator's term against D_whole."""
     face: float = 1.0
+    """lambda_face: the generator's term against D_face."""
     torso: float = 0.5
-    # R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images, per discriminator.
+    """lambda_torso: the generator's term against D_torso."""
     r1_gamma: float = 1.0
-    # Lazy regularisation (StyleGAN2): R1 every `r1_every` D steps, scaled by r1_every.
+    """R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images, per discriminator."""
     r1_every: int = 4
+    """Lazy regularisation (StyleGAN2): R1 every `r1_every` D steps, scaled by r1_every."""
     landmark: float = 1.0
+    """Eq. 9: squared 3D landmark distance in centimetres, mean over the 68 points, between the
+    body model built from the input codes and from R's estimate of the face image."""
     imitation: float = 100.0
+    """Eq. 10: squared difference between De's displacement and the body model's expression
+    displacement at the nearest mesh point (canonical units)."""
     pose_smooth: float = 10.0
+    """Eq. 11: the generator's pose-deformation smoothness regulariser."""
     exp_smooth: float = 10.0
+    """Eq. 12: the generator's expression-deformation smoothness regulariser."""
     exp_minimal: float = 1.0
+    """Eq. 13: the generator's minimal expression-deformation regulariser."""
 
 
 @dataclass
-class AblationConfig:
+class AblationConfig(Config):
     """Switches for the rows of the paper's Table 2."""
 
-    no_face_disc: bool = False  # drop D_face
-    no_torso_disc: bool = False  # drop D_torso
-    face_from_crop: bool = False  # D_face sees faces cropped from the portrait, not the face camera
-    no_dp: bool = False  # no pose-deformation CNN Dp: plain nearest-vertex skinning
+    no_face_disc: bool = False
+    """Drop D_face."""
+    no_torso_disc: bool = False
+    """Drop D_torso."""
+    face_from_crop: bool = False
+    """D_face sees faces cropped from the portrait, not the face camera."""
+    no_dp: bool = False
+    """No pose-deformation CNN Dp: plain nearest-vertex skinning (GeneratorConfig.use_dp off)."""
 
 
 @dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(Config):
     """StyleGAN2-style residual discriminator: channels at a feature map of side `s` are
     min(channel_base // s, channel_max)."""
 
     channel_base: int = 16384
+    """Channel budget: a feature map of side s has channel_base // s channels (capped)."""
     channel_max: int = 512
+    """Cap on the channels of any feature map."""
     mbstd_group: int = 4
+    """Minibatch standard deviation group size."""
     mbstd_channels: int = 1
+    """Minibatch standard deviation feature channels."""
 
 
 @dataclass
-class StageConfig:
+class StageConfig(Config):
     """One training stage (paper section 3.6)."""
 
     portrait_resolution: int
+    """Side of generated and real portraits (a power of two, divisible by 4)."""
     face_resolution: int
-    batch_size: int  # global batch (split across processes)
+    """Side of generated and real faces (a power of two)."""
+    batch_size: int
+    """Global batch (split across processes)."""
     g_lr: float
+    """Generator learning rate."""
     d_lr: float
+    """Discriminator learning rate."""
     betas: tuple[float, float] = (0.0, 0.99)
-    steps: int = 1000  # default length; `--steps` overrides
-    # Learning-rate multipliers of generator sub-networks (paper names M, phi, U, Dp, De).
-    # Dp starts as an averaging filter whose weights are 1/(kernel volume) ~ 1e-3 across 16x16
-    # channel pairs: at the common rate one Adam step (which moves every weight by about lr)
-    # would change its output by O(1), so it learns 100x slower.
+    """Adam betas of both optimisers."""
+    steps: int = 1000
+    """Default length; `--steps` overrides."""
     lr_scale: dict[str, float] = field(default_factory=lambda: {"Dp": 0.01})
+    """Learning-rate multipliers of generator sub-networks (paper names M, phi, U, Dp, De).
+    Dp starts as an averaging filter whose weights are 1/(kernel volume) ~ 1e-3 across 16x16
+    channel pairs: at the common rate one Adam step (which moves every weight by about lr)
+    would change its output by O(1), so it learns 100x slower."""
 
 
 @dataclass
-class TrainConfig:
-    name: str
-    generator_preset: str  # GeneratorConfig.preset(name)
-    stage1: StageConfig
-    stage2: StageConfig
-    disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-    ablation: AblationConfig = field(default_factory=AblationConfig)
-    # GeneratorConfig fields that differ from the preset (e.g. fewer samples per ray for tests).
-    generator_overrides: dict[str, Any] = field(default_factory=dict)
-    # EMA half-life in thousands of images, with the StyleGAN2 ramp-up (fraction of images seen).
-    ema_kimg: float = 10.0
-    ema_rampup: float | None = 0.05
-    # Mixed precision on CUDA only: "bf16", "fp16" or "none". CPU always runs in fp32.
-    amp: str = "bf16"
-    # Resolution at which R reads generated faces (R is trained at this size).
-    facerecon_resolution: int = 64
-    seed: int = 0
-    checkpoint_every: int = 500  # steps between checkpoints ("last")
-    keep_every: int = 5000  # checkpoints at multiples of this are kept for good
-    log_every: int = 10
-    image_every: int = 500
-    num_workers: int = 2
-    # Number of samples in logged image grids.
-    grid_size: int = 8
+class TrainConfig(Config):
+    """A whole training run: the generator it trains, both stages, losses and schedules."""
 
-    # ------------------------------------------------------------------ presets
+    name: str
+    """The preset this config started from (logged, shown in resume errors)."""
+    generator_preset: str
+    """GeneratorConfig.preset(name) of the trained generator."""
+    stage1: StageConfig
+    """Stage 1: every network but U, at 128 in the paper."""
+    stage2: StageConfig
+    """Stage 2: U alone, portrait 512 / face 256 in the paper."""
+    disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    """The discriminators of both stages."""
+    loss: LossWeights = field(default_factory=LossWeights)
+    """Loss weights."""
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    """Ablation switches (paper Table 2)."""
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
+    """GeneratorConfig fields that differ from the preset (e.g. fewer samples per ray for tests)."""
+    ema_kimg: float = 10.0
+    """EMA half-life in thousands of images."""
+    ema_rampup: float | None = 0.05
+    """StyleGAN2 EMA ramp-up (fraction of images seen); None: off."""
+    amp: str = "bf16"
+    """Mixed precision on CUDA only: "bf16", "fp16" or "none". CPU always runs in fp32."""
+    facerecon_resolution: int = 64
+    """Resolution at which R reads generated faces (R is trained at this size)."""
+    seed: int = 0
+    """Seed of data order, latent sampling and initialisation."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints ("last")."""
+    keep_every: int = 5000
+    """Checkpoints at multiples of this are kept for good."""
+    log_every: int = 10
+    """Steps between log lines and scalars."""
+    image_every: int = 500
+    """Steps between logged image grids."""
+    num_workers: int = 2
+    """Data-loading worker processes."""
+    grid_size: int = 8
+    """Number of samples in logged image grids."""
+
     @staticmethod
     def preset(name: str) -> "TrainConfig":
-        if name == "tiny":
-            return TrainConfig(
-                name="tiny",
-                generator_preset="tiny",
-                stage1=StageConfig(32, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
-                stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
-                disc=DiscriminatorConfig(channel_base=512, channel_max=32, mbstd_group=2),
-                loss=LossWeights(r1_gamma=0.1, r1_every=2),
-                ema_kimg=0.05,
-                ema_rampup=None,
-                facerecon_resolution=32,
-                checkpoint_every=50,
-                keep_every=1000,
-                log_every=5,
-                image_every=50,
-                num_workers=0,
-                grid_size=4,
-            )
-        if name == "paper":
-            return TrainConfig(
-                name="paper",
-                generator_preset="paper",
-                stage1=StageConfig(128, 128, batch_size=32, g_lr=2e-5, d_lr=2e-4, steps=100_000),
-                stage2=StageConfig(512, 256, batch_size=16, g_lr=1e-4, d_lr=2e-4, steps=50_000),
-                disc=DiscriminatorConfig(channel_base=16384, channel_max=512, mbstd_group=4),
-                loss=LossWeights(r1_gamma=1.0, r1_every=4),
-            )
-        raise UserError(f"unknown training config {name!r}: choose 'tiny' or 'paper'")
+        if name not in PRESETS:
+            raise UserError(f"unknown training config {name!r}: choose 'tiny' or 'paper'")
+        return PRESETS[name]()
 
     def stage(self, index: int) -> StageConfig:
         if index == 1:
@@ -154,52 +165,39 @@ class TrainConfig:
             return self.stage2
         raise InputError(f"stage must be 1 or 2, got {index!r}")
 
+    def generator_config(self):
+        """The GeneratorConfig this run trains (preset, overrides, the no_dp ablation)."""
+        return artefacts.generator_config(self.to_dict())
+
+    def model_signature(self) -> str:
+        """Hash of everything that fixes parameter shapes and what the networks mean
+        (``artefacts.model_signature``): a checkpoint resumes a run only under the same one."""
+        return artefacts.model_signature(self.to_dict())
+
     # ------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "TrainConfig":
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
         try:
-            return _build(TrainConfig, d)
-        except (TypeError, KeyError, ValueError) as exc:
+            return super().from_dict(d)
+        except UnknownFields as exc:
+            raise InputError(f"invalid training config: unknown field {exc.names[0]!r} in {exc.owner}") from exc
+        except (InputError, TypeError, KeyError, ValueError) as exc:
             raise InputError(f"invalid training config: {exc}") from exc
 
-    @staticmethod
-    def from_json(text: str) -> "TrainConfig":
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"training config is not valid JSON: {exc}") from exc
-        return TrainConfig.from_dict(d)
-
-    def model_signature(self) -> str:
-        """Hash of everything that fixes parameter shapes and what the networks mean.
-
-        A checkpoint can resume a run only under the same signature; schedules, logging and
-        step counts may change between runs."""
-        d = self.to_dict()
-        keep = {
-            "generator_preset": d["generator_preset"],
-            "generator_overrides": d["generator_overrides"],
-            "disc": d["disc"],
-            "ablation": d["ablation"],
-            "resolutions": [
-                (d[s]["portrait_resolution"], d[s]["face_resolution"]) for s in ("stage1", "stage2")
-            ],
-            "facerecon_resolution": d["facerecon_resolution"],
-        }
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        return cls.from_dict(d)
 
     def validate(self) -> None:
         for idx in (1, 2):
             st = self.stage(idx)
             for res in (st.portrait_resolution, st.face_resolution):
-                if res < 8 or res & (res - 1):
-                    raise InputError(f"stage {idx}: resolutions must be powers of two >= 8, got {res}")
+                if res < MIN_RESOLUTION or res & (res - 1):
+                    raise InputError(f"stage {idx}: resolutions must be powers of two >= {MIN_RESOLUTION}, got {res}")
             if st.portrait_resolution % 4:
                 raise InputError("portrait resolution must be divisible by 4 (torso crop)")
             if st.batch_size < 1:
@@ -210,52 +208,39 @@ class TrainConfig:
             raise InputError("r1_every must be >= 1")
 
 
-def _build(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild nested dataclasses from a dict (unknown keys are an error, missing ones default)."""
-    kwargs = {}
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in d.items():
-        if key not in names:
-            raise KeyError(f"unknown field {key!r} in {cls.__name__}")
-        sub = _FIELD_TYPES.get((cls.__name__, key))
-        if sub is not None and isinstance(value, dict):
-            value = _build(sub, value)
-        elif key == "betas":
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+# ----------------------------------------------------------------------- presets
+def _tiny() -> TrainConfig:
+    """Trains in minutes on CPU (tests, the bundled demo model)."""
+    return TrainConfig(
+        name="tiny",
+        generator_preset="tiny",
+        stage1=StageConfig(32, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
+        stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
+        disc=DiscriminatorConfig(channel_base=512, channel_max=32, mbstd_group=2),
+        loss=LossWeights(r1_gamma=0.1, r1_every=2),
+        ema_kimg=0.05,
+        ema_rampup=None,
+        facerecon_resolution=32,
+        checkpoint_every=50,
+        keep_every=1000,
+        log_every=5,
+        image_every=50,
+        num_workers=0,
+        grid_size=4,
+    )
 
 
-_FIELD_TYPES: dict[tuple[str, str], type] = {
-    ("TrainConfig", "stage1"): StageConfig,
-    ("TrainConfig", "stage2"): StageConfig,
-    ("TrainConfig", "disc"): DiscriminatorConfig,
-    ("TrainConfig", "loss"): LossWeights,
-    ("TrainConfig", "ablation"): AblationConfig,
-}
+def _paper() -> TrainConfig:
+    """The paper's resolutions, batches and learning rates (section 3.6)."""
+    return TrainConfig(
+        name="paper",
+        generator_preset="paper",
+        stage1=StageConfig(128, 128, batch_size=32, g_lr=2e-5, d_lr=2e-4, steps=100_000),
+        stage2=StageConfig(512, 256, batch_size=16, g_lr=1e-4, d_lr=2e-4, steps=50_000),
+        disc=DiscriminatorConfig(channel_base=16384, channel_max=512, mbstd_group=4),
+        loss=LossWeights(r1_gamma=1.0, r1_every=4),
+    )
 
 
-# ------------------------------------------------------------ generator / body helpers
-def generator_config_from_dict(d: dict[str, Any]):
-    """Rebuild the generator's config dataclass from its asdict() form (as saved in checkpoints)."""
-    from aniportraitgan.generator import GeneratorConfig
-
-    if hasattr(GeneratorConfig, "from_dict"):
-        return GeneratorConfig.from_dict(d)
-    names = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    unknown = set(d) - names
-    if unknown:
-        raise InputError(f"generator config has unknown fields {sorted(unknown)}")
-    return GeneratorConfig(**d)
-
-
-def generator_config_to_dict(cfg) -> dict[str, Any]:
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    return dataclasses.asdict(cfg)
-
-
-def load_body_model(device="cpu"):
-    from aniportraitgan.body import PortraitBodyModel
-
-    return PortraitBodyModel.load(device=device)
+# Factories (each call a fresh config: callers mutate them).
+PRESETS: dict[str, Callable[[], TrainConfig]] = {"tiny": _tiny, "paper": _paper}
