@@ -30,14 +30,9 @@ from aniportraitgan.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
-def body():
-    return PortraitBodyModel.load(device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny(body):
+def tiny():
     torch.manual_seed(0)
-    return Generator(GeneratorConfig.tiny(), body)
+    return Generator(GeneratorConfig.tiny(), PortraitBodyModel.load(device="cpu"))
 
 
 def test_model_signature_is_stable():
@@ -63,34 +58,34 @@ def test_generator_config_from_a_training_config():
     assert generator_config({"generator_preset": "paper"}) == GeneratorConfig.paper()
 
 
-def test_old_checkpoint_folder_rebuilds_its_generator_config(tiny, tmp_path, body):
+def test_old_checkpoint_folder_rebuilds_its_generator_config(tiny, tmp_path):
     """A meta.json without generator_config: preset + overrides, Dp off for no_dp."""
     cfg = GeneratorConfig.tiny(use_dp=False)
-    G = Generator(cfg, body)
+    G = Generator(cfg, tiny.body)
     weights = {f"G_ema.{k}": v for k, v in G.state_dict().items()}
     train = {"generator_preset": "tiny", "generator_overrides": {}, "ablation": {"no_dp": True}}
     ck = CheckpointManager(tmp_path / "run").save(1, 3, weights, {"step": 3}, train, "sig")
-    assert load_generator(ck, body_model=body).config == cfg
+    assert load_generator(ck, body_model=tiny.body).config == cfg
 
 
-def test_load_generator_keeps_stored_buffers_open_generator_fills_averages(tiny, tmp_path, body):
+def test_load_generator_keeps_stored_buffers_open_generator_fills_averages(tiny, tmp_path):
     path = export_generator(tmp_path / "g.safetensors", tiny.state_dict(), tiny.config.to_dict())
-    raw = load_generator(path, body_model=body)
+    raw = load_generator(path, body_model=tiny.body)
     assert not raw.training and not any(p.requires_grad for p in raw.parameters())
     assert not raw.w_avg_radiance.initialized and not raw.w_avg_superres.initialized
     for k, v in tiny.state_dict().items():
         assert torch.equal(raw.state_dict()[k], v), k
-    stored = open_generator(path, body_model=body)
+    stored = open_generator(path, body_model=tiny.body)
     assert stored.stage == 1 and stored.step is None and stored.source == path
     assert stored.generator.w_avg_radiance.initialized and stored.generator.w_avg_superres.initialized
 
 
-def test_save_generator_writes_the_prior_and_reads_back(tiny, tmp_path, body):
+def test_save_generator_writes_the_prior_and_reads_back(tiny, tmp_path):
     prior = LatentPrior(torch.linspace(-1, 1, 40), torch.full((40,), 0.5), MainCameraPlacement(1.3, 18.0, (0.0, 0.05, 0.01)))
     path = save_generator(tmp_path / "p.safetensors", tiny, stage=2, step=4, prior=prior, train_config={"x": 1})
     _, meta = read_generator_file(path)
     assert meta["stage"] == "2" and meta["step"] == "4" and meta[artefacts.PRIOR_KEY] == prior.to_json()
-    stored = open_generator(path, body_model=body)
+    stored = open_generator(path, body_model=tiny.body)
     assert stored.stage == 2 and stored.step == 4 and stored.train_config == {"x": 1}
     torch.testing.assert_close(stored.prior.z_id_mean, prior.z_id_mean)
 

@@ -7,9 +7,10 @@ completely, and a checkpoint can be checked against the configuration that asks 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from aniportraitgan import artefacts
 from aniportraitgan.configs import Config, UnknownFields
@@ -156,7 +157,7 @@ class TrainConfig(Config):
     def preset(name: str) -> "TrainConfig":
         if name not in PRESETS:
             raise UserError(f"unknown training config {name!r}: choose 'tiny' or 'paper'")
-        return PRESETS[name]()
+        return TrainConfig.from_dict({"name": name, "generator_preset": name, **copy.deepcopy(PRESETS[name])})
 
     def stage(self, index: int) -> StageConfig:
         if index == 1:
@@ -209,38 +210,21 @@ class TrainConfig(Config):
 
 
 # ----------------------------------------------------------------------- presets
-def _tiny() -> TrainConfig:
-    """Trains in minutes on CPU (tests, the bundled demo model)."""
-    return TrainConfig(
-        name="tiny",
-        generator_preset="tiny",
-        stage1=StageConfig(32, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
-        stage2=StageConfig(64, 32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
-        disc=DiscriminatorConfig(channel_base=512, channel_max=32, mbstd_group=2),
-        loss=LossWeights(r1_gamma=0.1, r1_every=2),
-        ema_kimg=0.05,
-        ema_rampup=None,
-        facerecon_resolution=32,
-        checkpoint_every=50,
-        keep_every=1000,
-        log_every=5,
-        image_every=50,
-        num_workers=0,
-        grid_size=4,
-    )
-
-
-def _paper() -> TrainConfig:
-    """The paper's resolutions, batches and learning rates (section 3.6)."""
-    return TrainConfig(
-        name="paper",
-        generator_preset="paper",
-        stage1=StageConfig(128, 128, batch_size=32, g_lr=2e-5, d_lr=2e-4, steps=100_000),
-        stage2=StageConfig(512, 256, batch_size=16, g_lr=1e-4, d_lr=2e-4, steps=50_000),
-        disc=DiscriminatorConfig(channel_base=16384, channel_max=512, mbstd_group=4),
-        loss=LossWeights(r1_gamma=1.0, r1_every=4),
-    )
-
-
-# Factories (each call a fresh config: callers mutate them).
-PRESETS: dict[str, Callable[[], TrainConfig]] = {"tiny": _tiny, "paper": _paper}
+# The fields of each preset that differ from the defaults (name and generator_preset are the
+# preset's name); ``TrainConfig.preset`` builds a fresh config from them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's resolutions, batches and learning rates (section 3.6).
+    "paper": {
+        "stage1": dict(portrait_resolution=128, face_resolution=128, batch_size=32, g_lr=2e-5, d_lr=2e-4, steps=100_000),
+        "stage2": dict(portrait_resolution=512, face_resolution=256, batch_size=16, g_lr=1e-4, d_lr=2e-4, steps=50_000),
+    },
+    # Trains in minutes on CPU (tests, the bundled demo model).
+    "tiny": {
+        "stage1": dict(portrait_resolution=32, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
+        "stage2": dict(portrait_resolution=64, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
+        "disc": dict(channel_base=512, channel_max=32, mbstd_group=2),
+        "loss": dict(r1_gamma=0.1, r1_every=2),
+        "ema_kimg": 0.05, "ema_rampup": None, "facerecon_resolution": 32, "checkpoint_every": 50,
+        "keep_every": 1000, "log_every": 5, "image_every": 50, "num_workers": 0, "grid_size": 4,
+    },
+}
