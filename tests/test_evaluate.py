@@ -9,8 +9,10 @@ import math
 import pytest
 import torch
 
+from aniportraitgan.artefacts import loading as artefacts_loading
 from aniportraitgan.cli import main
 from aniportraitgan.errors import UserError
+from aniportraitgan.metrics.control import ControlConfig
 from aniportraitgan.metrics.evaluate import EvalConfig, evaluate, parse_metrics
 
 CONTROL_KEYS = {
@@ -91,9 +93,7 @@ def test_deterministic_cache_reuse_and_compare(files, capsys):
 
 
 def test_demo_checkpoint_and_python_api(files, monkeypatch):
-    from aniportraitgan import inference
-
-    monkeypatch.setattr(inference, "DEMO_CHECKPOINT", files["ckpt"])
+    monkeypatch.setattr(artefacts_loading, "DEMO_CHECKPOINT", files["ckpt"])
     rep = evaluate("demo", files["data"], EvalConfig(metrics=("kid",), num=3, num_real=5, batch=3,
                                                       extractor="stand-in", device="cpu", progress=False))
     assert set(rep.metrics) == {"kid_portrait", "kid_portrait_std", "kid_face", "kid_face_std"}
@@ -127,8 +127,20 @@ def test_bad_input_gives_clear_errors(files, capsys, tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
+def test_registered_control_metrics_alone_give_the_numbers_of_the_full_run(files):
+    cfg = dict(num=2, batch=2, extractor="stand-in", device="cpu", progress=False, facerecon=str(files["R"]),
+               control=ControlConfig(num=2, identities=2, frames=2))
+    full = evaluate(files["ckpt"], files["data"], EvalConfig(metrics=("control",), **cfg)).metrics
+    part = evaluate(files["ckpt"], files["data"], EvalConfig(metrics=("multiview", "head_pose"), **cfg)).metrics
+    assert set(part) == {"multiview_mae", "multiview_visible", "head_pose_deg", "head_pose_deg_real"}
+    assert part == {k: full[k] for k in part}
+
+
 def test_parse_metrics_and_config_validation():
     assert parse_metrics("control, FID") == ("fid", "control")
+    assert parse_metrics("identity,geometry,kid") == ("kid", "geometry", "identity")
+    with pytest.raises(UserError, match="choose from fid, kid, control, expression, head_pose, geometry"):
+        parse_metrics("fid,lpips")
     with pytest.raises(UserError, match="no metric"):
         parse_metrics(" , ")
     with pytest.raises(UserError, match="extractor"):

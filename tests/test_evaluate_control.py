@@ -10,20 +10,11 @@ import torch
 
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.errors import InputError
-from aniportraitgan.metrics.control import (
-    SHOULDER_BONES,
-    ControlConfig,
-    RegionSurface,
-    backproject,
-    facerecon_errors,
-    geometry_distance,
-    identity_consistency,
-    identity_distance,
-    region_vertices,
-    reproject,
-    reprojection_error,
-    view_angle_error_deg,
-)
+from aniportraitgan.metrics.control import CONTROL_METRICS, ControlConfig, select_control_metrics
+from aniportraitgan.metrics.geometry import HEAD_BONES, SHOULDER_BONES, RegionSurface, geometry_distance, region_vertices
+from aniportraitgan.metrics.identity import identity_consistency, identity_distance
+from aniportraitgan.metrics.recon_errors import EXP_PROBE, expression_correlation, facerecon_errors, view_angle_error_deg
+from aniportraitgan.metrics.reprojection import backproject, reproject, reprojection_error
 
 
 def _sphere(n_lat=48, n_lon=96, r=0.3):
@@ -186,8 +177,6 @@ def test_facerecon_errors_keys_and_values(body):
 
 
 def test_expression_correlation():
-    from aniportraitgan.metrics.control import EXP_PROBE, expression_correlation
-
     names = ["browDownLeft", *EXP_PROBE]
     g = torch.Generator().manual_seed(0)
     asked = torch.rand(200, len(names), generator=g)
@@ -203,6 +192,14 @@ def test_expression_correlation():
         expression_correlation(asked, asked[:10], names)
 
 
+def test_control_metric_registry():
+    assert list(CONTROL_METRICS) == ["expression", "head_pose", "geometry", "multiview", "identity"]
+    assert select_control_metrics(None) == tuple(CONTROL_METRICS)
+    assert select_control_metrics(["identity", "geometry"]) == ("geometry", "identity")  # registry order
+    with pytest.raises(InputError, match="registered: expression, head_pose, geometry, multiview, identity"):
+        select_control_metrics(["geometry", "lpips"])
+
+
 def test_control_config_validation():
     ControlConfig().validate()
     with pytest.raises(InputError):
@@ -214,7 +211,6 @@ def test_control_config_validation():
 def test_geometry_metric_on_a_rendered_body(body):
     """Depth of the body mesh drawn by the project's rasterizer, lifted with `backproject`:
     ~0 against the body posed as asked, clearly more against another shoulder pose."""
-    from aniportraitgan.metrics.control import HEAD_BONES
     from aniportraitgan.render import MeshRenderer, RenderBackendError, TexturedMesh
 
     try:

@@ -1,5 +1,8 @@
 """`aniportraitgan evaluate --ckpt CKPT --data DIR --metrics fid,kid,control --num N --out metrics.json`.
 
+`--metrics` takes fid, kid, control (every control metric) or the names of single control
+metrics registered in `metrics.control.CONTROL_METRICS` (e.g. `--metrics fid,multiview`).
+
 Writes the JSON report and a Markdown table beside it (same name, .md) and prints the table.
 `--compare A.json B.json ...` prints several reports side by side (with --ckpt: the new result
 is the last column; without --ckpt: only the comparison). See docs/evaluation.md.
@@ -8,13 +11,20 @@ is the last column; without --ckpt: only the comparison). See docs/evaluation.md
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from aniportraitgan.errors import UserError
+from aniportraitgan.metrics.control import ControlConfig
+from aniportraitgan.metrics.evaluate import EvalConfig, known_metrics, run_evaluation
+from aniportraitgan.metrics.report import compare, markdown_table
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="FID/KID (paper protocol) and control metrics of a checkpoint")
     p.add_argument("--ckpt", help="'demo', an exported generator .safetensors, a checkpoint or run folder")
     p.add_argument("--data", help="dataset folder (real images and the label distribution)")
-    p.add_argument("--metrics", default="fid,kid", help="comma-separated: fid, kid, control (default fid,kid)")
+    p.add_argument("--metrics", default="fid,kid",
+                   help=f"comma-separated: {', '.join(known_metrics())} (control = all control metrics; default fid,kid)")
     p.add_argument("--num", type=int, default=20000, help="generated images (paper: 20000; default 20000)")
     p.add_argument("--num-real", type=int, default=None, help="real images (default: min(num, dataset size))")
     p.add_argument("--out", default=None, help="report JSON path (a Markdown table is written beside it)")
@@ -40,11 +50,6 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from aniportraitgan.errors import UserError
-    from aniportraitgan.metrics.report import compare, markdown_table
-
     if args.ckpt is None:
         if not args.compare:
             raise UserError("give --ckpt and --data to evaluate, or --compare RUN.json ... to compare reports")
@@ -52,9 +57,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.data is None or args.out is None:
         raise UserError("evaluate needs --data DIR and --out metrics.json with --ckpt")
-    from aniportraitgan.metrics.control import ControlConfig
-    from aniportraitgan.metrics.evaluate import EvalConfig, run_evaluation
-
     control = ControlConfig(num=args.control_num, identities=args.identities, frames=args.frames)
     cfg = EvalConfig(
         metrics=args.metrics, num=args.num, num_real=args.num_real, resolution=args.resolution,

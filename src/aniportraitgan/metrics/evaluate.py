@@ -14,8 +14,8 @@ fingerprint of its card and labels). The extractor is the standard Inception net
 (`inception`) or the cheap deterministic stand-in (`stand-in`, for tests and smoke runs; its
 numbers are NOT comparable with published FIDs).
 
-Control metrics: `metrics.control.control_metrics` (plus R on the dataset's own faces when a
-face reconstruction network is given).
+Control metrics: `metrics.control.control_metrics`, all of them (`control`) or the registered
+ones named (plus R on the dataset's own faces when a face reconstruction network is given).
 """
 
 from __future__ import annotations
@@ -30,24 +30,48 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aniportraitgan.generator import RenderOptions
+from tqdm.auto import tqdm
 
-from ..errors import AssetError, InputError, UserError
-from .control import ControlConfig, control_metrics, facerecon_dataset_errors
+from aniportraitgan.data.dataset import (
+    CARD_FILE,
+    LABELS_FILE,
+    PortraitDataset,
+    face_path,
+    image_to_tensor,
+    portrait_path,
+    read_card,
+    read_png,
+)
+from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.facerecon import FaceRecon
+from aniportraitgan.generator import RenderOptions
+from aniportraitgan.images import check_resolution
+from aniportraitgan.inference import load_inference_model, resolve_device
+from aniportraitgan.latents import LabelSampler
+
+from .control import CONTROL_METRICS, R_METRICS, ControlConfig, control_metrics, facerecon_dataset_errors
 from .features import RealStatsCache, extract_features, fingerprint_files
 from .fid import feature_statistics, frechet_distance, kid
+from .inception import InceptionFeatures, RandomProjectionFeatures
 from .report import write_report
 
-__all__ = ["EXTRACTORS", "METRICS", "EvalConfig", "EvalReport", "evaluate", "make_extractor", "parse_metrics",
-           "run_evaluation"]
+__all__ = ["EXTRACTORS", "IMAGE_METRICS", "EvalConfig", "EvalReport", "evaluate", "known_metrics", "make_extractor",
+           "parse_metrics", "run_evaluation"]
 
-METRICS = ("fid", "kid", "control")
+IMAGE_METRICS = ("fid", "kid")  # on Inception features of generated vs real images
+CONTROL_GROUP = "control"  # every registered control metric
 EXTRACTORS = ("inception", "stand-in")
+
+
+def known_metrics() -> tuple[str, ...]:
+    """What `--metrics` accepts: the image metrics, `control` (all control metrics) and each
+    control metric registered in `metrics.control.CONTROL_METRICS`."""
+    return (*IMAGE_METRICS, CONTROL_GROUP, *CONTROL_METRICS)
 
 
 @dataclass
 class EvalConfig:
-    metrics: tuple[str, ...] = ("fid", "kid")
+    metrics: tuple[str, ...] = ("fid", "kid")  # names of `known_metrics()`
     num: int = 20000  # generated images (portraits and faces each); the paper uses 20K
     num_real: int | None = None  # real images; None: min(num, dataset size)
     resolution: int | None = None  # portrait side; None: the checkpoint's native resolution
@@ -80,9 +104,8 @@ class EvalConfig:
         if self.kid_subset_size < 2:
             raise UserError(f"kid_subset_size must be >= 2, got {self.kid_subset_size}")
         for name in ("resolution", "face_resolution"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 8 <= v <= 4096):
-                raise UserError(f"{name} must be an integer in [8, 4096], got {v!r}")
+            if getattr(self, name) is not None:
+                check_resolution(getattr(self, name), name, UserError)
         if not (isinstance(self.psi, (int, float)) and math.isfinite(self.psi)):
             raise UserError(f"psi must be a finite number, got {self.psi!r}")
         if self.workers < 0:
@@ -100,21 +123,27 @@ class EvalReport:
 
 
 def parse_metrics(metrics) -> tuple[str, ...]:
-    """'fid,kid,control' (or a sequence of names) -> validated tuple, in METRICS order."""
+    """'fid,kid,control' (or a sequence of names) -> validated tuple, in `known_metrics()` order."""
     names = [m.strip().lower() for m in metrics.split(",")] if isinstance(metrics, str) else [str(m).strip().lower() for m in metrics]
     names = [m for m in names if m]
+    known = known_metrics()
     if not names:
-        raise UserError(f"no metric requested; choose from {', '.join(METRICS)}")
-    unknown = [m for m in names if m not in METRICS]
+        raise UserError(f"no metric requested; choose from {', '.join(known)}")
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise UserError(f"unknown metric(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METRICS)}")
-    return tuple(m for m in METRICS if m in names)
+        raise UserError(f"unknown metric(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    return tuple(m for m in known if m in names)
+
+
+def control_selection(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The control metrics a parsed `metrics` tuple asks for, in registry order."""
+    if CONTROL_GROUP in metrics:
+        return tuple(CONTROL_METRICS)
+    return tuple(m for m in CONTROL_METRICS if m in metrics)
 
 
 def make_extractor(name: str, device="cpu") -> torch.nn.Module:
     """The feature network by CLI name: `inception` (standard FID weights) or `stand-in`."""
-    from .inception import InceptionFeatures, RandomProjectionFeatures
-
     if name == "inception":
         return InceptionFeatures().to(device).eval()
     if name == "stand-in":
@@ -132,8 +161,6 @@ class _Images(torch.utils.data.Dataset):
         return self.num
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        from aniportraitgan.data.dataset import face_path, image_to_tensor, portrait_path, read_png
-
         ds = self.dataset
         idx = int(ds.index[k])
         if self.key == "face":
@@ -142,8 +169,6 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _check_dataset(data) -> Path:
-    from aniportraitgan.data.dataset import read_card
-
     root = Path(data)
     if not root.is_dir():
         raise AssetError(f"dataset folder {root} does not exist")
@@ -159,8 +184,6 @@ def _machine(device: torch.device) -> str:
 
 def _generated_features(model, sampler, cfg: EvalConfig, res: int, face_res: int, extractor, dev) -> tuple[np.ndarray, np.ndarray]:
     """Features of cfg.num generated portraits and their face renders (one render per batch)."""
-    from tqdm.auto import tqdm
-
     g = torch.Generator().manual_seed(cfg.seed)
     portraits, faces = [], []
     G = model.generator
@@ -183,10 +206,6 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
     Errors: UserError for bad settings (unknown metric or extractor, bad counts), AssetError for
     a missing/corrupt dataset, checkpoint or R, or a checkpoint whose codes do not fit the
     dataset's labels or R."""
-    from aniportraitgan.data.dataset import CARD_FILE, LABELS_FILE, PortraitDataset
-    from aniportraitgan.latents import LabelSampler
-    from aniportraitgan.inference import load_inference_model, resolve_device
-
     cfg = config or EvalConfig()
     cfg.validate()
     root = _check_dataset(data)
@@ -211,8 +230,6 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
         )
     facerecon = None
     if cfg.facerecon is not None:
-        from aniportraitgan.facerecon import FaceRecon
-
         facerecon = FaceRecon.load(cfg.facerecon, device=dev)
         rc = facerecon.config
         if (rc.id_dim, rc.exp_dim) != (G.config.id_dim, G.config.exp_dim):
@@ -222,8 +239,9 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
             )
 
     num_real = min(cfg.num_real or cfg.num, len(dataset))
-    need_features = "fid" in cfg.metrics or "kid" in cfg.metrics
-    extractor = make_extractor(cfg.extractor, dev) if need_features or "control" in cfg.metrics else None
+    need_features = any(m in cfg.metrics for m in IMAGE_METRICS)
+    control = control_selection(cfg.metrics)
+    extractor = make_extractor(cfg.extractor, dev) if need_features or "identity" in control else None
     metrics: dict = {}
     meta: dict = {
         "checkpoint": str(model.source), "stage": model.stage, "step": model.step, "dataset": str(root),
@@ -252,12 +270,12 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
                 metrics[f"kid_{split}_std"] = k_std
         meta.update(num_generated=cfg.num, num_real=num_real,
                     kid_subset_size=min(cfg.kid_subset_size, num_real, cfg.num), kid_subsets=cfg.kid_subsets)
-    if "control" in cfg.metrics:
+    if control:
         ctrl = control_metrics(G, sampler, cfg.control, res, face_res, model.stage, cfg.psi, extractor, facerecon,
-                               cfg.batch, cfg.seed, cfg.progress)
-        if facerecon is not None:
+                               cfg.batch, cfg.seed, cfg.progress, metrics=control)
+        if facerecon is not None and any(m in R_METRICS for m in control):
             ctrl.update(facerecon_dataset_errors(facerecon, G.body, dataset, cfg.control.num, cfg.batch,
-                                                 cfg.progress))
+                                                 cfg.progress, metrics=control))
         # JSON has no NaN: an undefined number (no valid pixel) is recorded as null.
         metrics.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ctrl.items()})
         meta["control"] = asdict(cfg.control)
