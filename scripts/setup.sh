@@ -22,3 +22,12 @@ if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa; then
         echo "warning: EGL (libegl1 libegl-mesa0 libgl1-mesa-dri) missing; install them for the renderer"
     fi
 fi
+# A headless browser for the web demo's end-to-end test (skipped where there is none).
+if ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+            || echo "warning: could not install chromium; the browser test will be skipped"
+    else
+        echo "warning: chromium and chromium-driver missing; install them for the web demo's browser test"
+    fi
+fi

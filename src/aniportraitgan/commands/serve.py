@@ -1,7 +1,8 @@
-"""`aniportraitgan serve --ckpt CKPT [--host 127.0.0.1] [--port 8000]`: the web demo.
+"""`aniportraitgan serve --ckpt CKPT [--host 127.0.0.1] [--port 7860] [--threads N]`: the web demo.
 
-A page with sliders for camera, head, shoulders and expression that renders each change with the
-generator (aniportraitgan.webdemo). Open the printed address in a browser; Ctrl-C stops it.
+A Gradio page (aniportraitgan.webapp) with every control: identity, psi, portrait or face
+camera or both, resolution, camera, head, shoulders and expressions, preset animations to mp4,
+and downloads. Open the printed address in a browser; Ctrl-C stops it. Needs the [web] extra.
 """
 
 from __future__ import annotations
@@ -10,36 +11,20 @@ import argparse
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="web demo: sliders for camera, head, shoulders and expression",
+    p = subparsers.add_parser("serve", help="web demo: a Gradio page with every control and preset videos",
                               description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt", default="demo", help="'demo' (default), an exported generator .safetensors, a checkpoint or run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--concurrency", type=int, default=1, help="renders in flight at once (default 1)")
+    p.add_argument("--cache-identities", type=int, default=8, help="identities kept in memory, LRU (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aniportraitgan.errors import UserError
-    from aniportraitgan.inference import load_inference_model
-    from aniportraitgan.webdemo import WebRenderer, make_server
+    from aniportraitgan.webapp import serve
 
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be in [0, 65535], got {args.port}")
-    if not 0.0 <= args.psi <= 1.0:
-        raise UserError(f"--psi must be in [0, 1], got {args.psi}")
-    model = load_inference_model(args.ckpt, args.device)
-    try:
-        server = make_server(WebRenderer(model, args.psi), args.host, args.port)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
-    host, port = server.server_address[:2]
-    print(f"serving {model.source.name} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve(args.ckpt, args.host, args.port, threads=args.threads, device=args.device,
+                 concurrency=args.concurrency, cache_identities=args.cache_identities)
