@@ -81,7 +81,7 @@ def test_agrees_with_anny_forward(body):
     assert float(err.max()) < max_tol and float(err.mean()) < mean_tol
     kept = [model.bone_labels.index(n) for n in BONE_NAMES]
     joint_err = (ours.joints.double() - ref["bone_poses"][:, kept, :3, 3]).norm(dim=-1)
-    assert float(joint_err.max()) < tol
+    assert float(joint_err.max()) < max_tol
 
 
 def test_zero_pose_is_identity_deformation(body):
