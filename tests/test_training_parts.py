@@ -196,7 +196,7 @@ def test_checkpoint_of_another_config(tmp_path):
 
 def test_linear_landmarks_match_body_model():
     from aniportraitgan.body import PortraitBodyModel
-    from aniportraitgan.training.losses import LinearLandmarks, body_landmarks, landmark_loss
+    from aniportraitgan.body.landmarks import LinearLandmarks, body_landmarks, landmark_loss
 
     body = PortraitBodyModel.load()
     lin = LinearLandmarks.fit(body, samples=128)

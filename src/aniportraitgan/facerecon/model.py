@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from aniportraitgan.atomic import atomic_path
@@ -122,8 +124,6 @@ class FaceRecon(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"kind": KIND, "config": json.dumps(dataclasses.asdict(self.config), sort_keys=True)}
@@ -136,8 +136,6 @@ class FaceRecon(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "FaceRecon":
         """Read a saved R (frozen, eval mode). AssetError if missing, corrupted or not an R."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise AssetError(f"face reconstruction weights {path} do not exist (train them with `aniportraitgan facerecon train`)")

@@ -18,9 +18,14 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from aniportraitgan.body import PortraitBodyModel
+from aniportraitgan.body.landmarks import LinearLandmarks, body_landmarks, landmark_loss
+from aniportraitgan.data.dataset import face_path, image_to_tensor, load_labels, read_card, read_png
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.facerecon.model import FaceRecon, FaceReconConfig
+from aniportraitgan.images import from_uint8, to_uint8
 
 
 @dataclass
@@ -38,17 +43,11 @@ class FaceReconTrainConfig:
 
 def _load_faces(root: Path, indices: np.ndarray, resolution: int) -> torch.Tensor:
     """All face images as uint8 [N, 3, r, r] (kept in memory: R trains many epochs)."""
-    from aniportraitgan.data.dataset import face_path, image_to_tensor, read_png
-
     out = torch.empty(len(indices), 3, resolution, resolution, dtype=torch.uint8)
     for k, idx in enumerate(indices):
         t = image_to_tensor(read_png(face_path(root, int(idx))), resolution)
-        out[k] = ((t + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        out[k] = to_uint8(t)
     return out
-
-
-def _to_float(img_u8: torch.Tensor) -> torch.Tensor:
-    return img_u8.float() / 127.5 - 1.0
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -61,8 +60,6 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 class _Data:
     def __init__(self, root: Path, resolution: int):
-        from aniportraitgan.data.dataset import load_labels, read_card
-
         read_card(root)
         labels = load_labels(root / "labels.npz")
         n = len(labels["index"])
@@ -78,12 +75,6 @@ class _Data:
         else:
             self.view = None
         self.faces = _load_faces(root, self.index, resolution)
-
-
-def _landmarks(body, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
-    from aniportraitgan.training.losses import body_landmarks
-
-    return body_landmarks(body, z_id, z_exp)
 
 
 @torch.no_grad()
@@ -108,13 +99,13 @@ def evaluate(
     for s in range(0, n, batch_size):
         sl = slice(s, min(n, s + batch_size))
         b = sl.stop - sl.start
-        pred = model(_to_float(faces[sl]).to(device))
+        pred = model(from_uint8(faces[sl]).to(device))
         tid, texp = z_id[sl].to(device), z_exp[sl].to(device)
         cid = const["z_id"].to(device).expand(b, -1)
         cexp = const["z_exp"].to(device).expand(b, -1)
-        lm_true = _landmarks(body, tid, texp)
+        lm_true = body_landmarks(body, tid, texp)
         for tag, pid, pexp in (("model", pred["z_id"], pred["z_exp"]), ("mean", cid, cexp)):
-            lm = _landmarks(body, pid, pexp)
+            lm = body_landmarks(body, pid, pexp)
             acc = {
                 "landmark_mm": float((lm - lm_true).norm(dim=-1).mean(-1).sum() * 1000.0),
                 "id_mse": float((pid - tid).square().mean(-1).sum()),
@@ -154,8 +145,6 @@ def train_facerecon(
 ) -> dict:
     """Train R on `data`'s face images, save it to `out` (safetensors) and its evaluation report
     beside it (`out` with suffix .json). Returns the report."""
-    from aniportraitgan.body import PortraitBodyModel
-
     root = Path(data)
     cfg = config or FaceReconConfig()
     tcfg = train_config or FaceReconTrainConfig()
@@ -166,8 +155,6 @@ def train_facerecon(
     device = torch.device(device)
     torch.manual_seed(tcfg.seed)
     body = PortraitBodyModel.load(device=device)
-    from aniportraitgan.training.losses import LinearLandmarks
-
     lin_lm = LinearLandmarks.fit(body, seed=tcfg.seed)
     ds = _Data(root, cfg.resolution)
     if ds.z_id.shape[1] != body.id_dim or ds.z_exp.shape[1] != body.exp_dim:
@@ -202,8 +189,6 @@ def train_facerecon(
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=tcfg.steps, desc="facerecon", dynamic_ncols=True)
     t0 = time.time()
     order = torch.randperm(len(train_idx), generator=g)
@@ -215,7 +200,7 @@ def train_facerecon(
             order, cursor = torch.randperm(len(train_idx), generator=g), 0
         rows = train_idx[order[cursor : cursor + tcfg.batch_size]]
         cursor += tcfg.batch_size
-        x = _to_float(ds.faces[rows])
+        x = from_uint8(ds.faces[rows])
         if tcfg.augment:
             x = _augment(x, g)
         x = x.to(device)
@@ -224,7 +209,7 @@ def train_facerecon(
         coef = ((pred["z_id"] - tid) / id_std).square().mean() + ((pred["z_exp"] - texp) / exp_std).square().mean()
         if "view" in pred:
             coef = coef + ((pred["view"] - ds.view[rows].to(device)) / model.view_std).square().mean()
-        lm = ((lin_lm(pred["z_id"], pred["z_exp"]) - lin_lm(tid, texp)) * 100.0).square().sum(-1).mean()
+        lm = landmark_loss(lin_lm, pred["z_id"], pred["z_exp"], tid, texp)
         loss = tcfg.coef_weight * coef + tcfg.landmark_weight * lm
         if not torch.isfinite(loss):
             raise RuntimeError(f"facerecon: loss became {loss.item()} at step {step}")

@@ -1,13 +1,9 @@
-"""GAN training: configs, discriminators, losses, EMA, checkpoints, the two-stage trainer."""
+"""GAN training: the generic two-stage loop (`loop`), what it minimises (`objective`, `losses`),
+discriminators, EMA, deterministic random streams (`rng`), logged image grids and DDP helpers."""
 
 from aniportraitgan.training.config import AblationConfig, DiscriminatorConfig, LossWeights, StageConfig, TrainConfig
+from aniportraitgan.training.loop import RunOptions, Trainer, train
+from aniportraitgan.training.objective import PortraitObjective
 
-__all__ = ["AblationConfig", "DiscriminatorConfig", "LossWeights", "StageConfig", "TrainConfig", "Trainer", "train"]
-
-
-def __getattr__(name):  # the trainer pulls the generator and data modules: import on demand
-    if name in ("Trainer", "train"):
-        from aniportraitgan.training import loop
-
-        return getattr(loop, name)
-    raise AttributeError(name)
+__all__ = ["AblationConfig", "DiscriminatorConfig", "LossWeights", "PortraitObjective", "RunOptions", "StageConfig",
+           "TrainConfig", "Trainer", "train"]
