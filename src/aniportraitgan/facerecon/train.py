@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.body.landmarks import LinearLandmarks, body_landmarks, landmark_loss
-from aniportraitgan.data.dataset import face_path, image_to_tensor, load_labels, read_card, read_png
+from aniportraitgan.data.dataset import (
+    face_path,
+    image_to_tensor,
+    load_labels,
+    read_card,
+    read_png,
+)
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.facerecon.model import FaceRecon, FaceReconConfig
 from aniportraitgan.images import from_uint8, to_uint8

@@ -15,7 +15,6 @@ generators (`rng`), so a resumed run continues bit-identically on CPU.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +29,15 @@ from aniportraitgan.artefacts import (
     CheckpointManager,
     config_diff,
     export_generator,
-    generator_config,
     load_checkpoint,
     load_module_state,
     open_generator,
     subdict,
 )
-from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.body.landmarks import LinearLandmarks
 from aniportraitgan.data import PortraitDataset
-from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import Generator
 from aniportraitgan.latents import LabelSampler, LatentPrior
@@ -48,11 +45,17 @@ from aniportraitgan.training import distributed as dist_utils
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.discriminator import build_discriminators
 from aniportraitgan.training.ema import EMA, ema_beta
-from aniportraitgan.training.grids import sample_grid, save_grid
+from aniportraitgan.training.grids import sample_grid
 from aniportraitgan.training.objective import PortraitObjective
-from aniportraitgan.training.rng import StepBatches, mix, rng_state, seed_everything, set_rng_state
+from aniportraitgan.training.rng import (
+    StepBatches,
+    mix,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from aniportraitgan.training.run_dir import LOG, RunLog, prepare_run_dir
 
-LOG = logging.getLogger("aniportraitgan.train")
 BAR_KEYS = ("D_whole", "D_face", "D_torso", "G_total", "landmark", "images_per_s")
 
 
@@ -110,14 +113,13 @@ class Trainer:
         if self.device.type == "cuda" and cfg.amp != "none":
             self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
         self.scaler: torch.amp.GradScaler | None = None
-        self.writer = None  # TensorBoard, when installed
-        self._handlers: list[logging.Handler] = []
+        self.log: RunLog | None = None  # rank 0, once the run folder is set up
         self.deadline: float | None = None  # time.time() at which the budget is spent
         self.cur_nimg = 0  # images seen in the current stage (EMA ramp-up)
 
         seed_everything(cfg.seed)
         self.body = PortraitBodyModel.load(device=self.device)
-        self.gen_cfg = generator_config(cfg.to_dict())
+        self.gen_cfg = cfg.generator_config()
         self.G = Generator(self.gen_cfg, self.body).to(self.device)
         self.G_ema = EMA(self.G)
         self.R = self._load_facerecon()
@@ -139,62 +141,17 @@ class Trainer:
         return R
 
     def _setup_run_dir(self) -> None:
-        cfg_path = self.run_dir / "config.json"
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            existing = self.ckpt.list()
-            if existing and not self.opts.resume and self.opts.stage != "2":
-                raise UserError(
-                    f"{self.run_dir} already holds checkpoints ({existing[-1][2].name}); pass --resume to "
-                    f"continue that run or choose a new --out folder"
-                )
-            if cfg_path.exists() and self.opts.resume:
-                try:
-                    old = TrainConfig.from_json(cfg_path.read_text())
-                except InputError as exc:
-                    raise AssetError(f"{cfg_path} is corrupted: {exc}") from None
-                if old.model_signature() != self.signature:
-                    raise AssetError(
-                        f"{cfg_path} describes another configuration ({old.name}, ablation {old.ablation}) "
-                        f"than the one requested ({self.cfg.name}, ablation {self.cfg.ablation}): "
-                        f"resume with the same --config and ablation flags, or use a new --out"
-                    )
-            atomic_write_bytes(cfg_path, (self.cfg.to_json() + "\n").encode())
+            prepare_run_dir(self.run_dir, self.cfg, self.ckpt, self.opts.resume, self.opts.stage)
         dist_utils.barrier()
-        if self.info.is_main:
-            self._setup_logging()
-
-    def _setup_logging(self) -> None:
-        handler = logging.FileHandler(self.run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self._handlers.append(handler)
-        if not self.opts.progress:  # no progress bar: show the log lines instead
-            console = logging.StreamHandler()
-            console.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-            self._handlers.append(console)
-        for h in self._handlers:
-            LOG.addHandler(h)
-        LOG.setLevel(logging.INFO)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            LOG.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-        else:
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if not self.info.is_main:
+            return
+        self.log = RunLog(self.run_dir, console=not self.opts.progress)  # no progress bar: log lines instead
         if self.R is None and self.cfg.loss.landmark > 0:
             LOG.warning("no face reconstruction network given (--facerecon): the landmark loss (eq. 9) is off")
         if self.landmarks is not None:
             LOG.info("landmark model: affine fit of the body model's landmarks, residual %.3f mm",
                      self.landmarks.fit_error_mm)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        for h in self._handlers:
-            LOG.removeHandler(h)
-            h.close()
-        self._handlers = []
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -234,7 +191,9 @@ class Trainer:
                 if summary[f"stage{stage}"].get("out_of_time"):
                     break
         finally:
-            self.close()
+            if self.log is not None:
+                self.log.close()
+                self.log = None
         return summary
 
     def _begin_stage(self, stage: int) -> StageRun:
@@ -298,7 +257,7 @@ class Trainer:
                     t_last, n_last = now, 0
                     last_logs = logs
                     if info.is_main:
-                        self._log_scalars(stage, done, logs)
+                        self.log.scalars(stage, done, logs)
                 if bar is not None:
                     bar.update(1)
                     if last_logs:
@@ -456,22 +415,10 @@ class Trainer:
                          self.cfg.to_dict(), step=step, stage=run.index, prior=run.prior)
         LOG.info("checkpoint %s", path)
 
-    # ---------------------------------------------------------------- logging
-    def _log_scalars(self, stage: int, step: int, logs: dict[str, float]) -> None:
-        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items()))
-        LOG.info("stage %d step %d %s", stage, step, text)
-        if self.writer is not None:
-            for k, v in logs.items():
-                self.writer.add_scalar(f"stage{stage}/{k}", v, step)
-            self.writer.flush()
-
     def _log_images(self, run: StageRun, step: int) -> None:
         grid = sample_grid(self.G_ema.module, run.objective.sampler, self.cfg.seed, self.cfg.grid_size,
                            self.cfg.stage(run.index), run.index, self.device, self._autocast)
-        save_grid(grid, self.run_dir / "samples" / f"s{run.index}-{step:08d}.png")
-        if self.writer is not None:
-            self.writer.add_image(f"stage{run.index}/samples", grid, step)
-            self.writer.flush()
+        self.log.grid(run.index, step, grid)
 
 
 def train(cfg: TrainConfig, opts: RunOptions) -> dict:

@@ -27,7 +27,13 @@ from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import Generator, Rendered, RenderOptions
 from aniportraitgan.latents import LabelSampler, LatentSample
 from aniportraitgan.training.config import TrainConfig
-from aniportraitgan.training.losses import d_loss, face_crop, g_loss, r1_penalty, torso_crop
+from aniportraitgan.training.losses import (
+    d_loss,
+    face_crop,
+    g_loss,
+    r1_penalty,
+    torso_crop,
+)
 
 
 class PortraitObjective:
