@@ -110,7 +110,8 @@ def test_separable_box_filter_is_the_avg_pool3d_reference(dtype, tol):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
 @pytest.mark.parametrize("shape,size", [((8, 32, 32), (16, 64, 64)), ((5, 7, 9), (9, 13, 17)),
-                                        ((3, 32, 20), (5, 70, 40)), ((4, 6, 6), (4, 6, 6))])
+                                        ((3, 32, 20), (5, 70, 40)), ((1, 4, 5), (2, 8, 10)),
+                                        ((4, 6, 6), (4, 6, 6))])
 def test_separable_upsample_is_dense_trilinear_interpolation(dtype, tol, shape, size):
     torch.manual_seed(0)
     vol = torch.rand(2, 4, *shape, dtype=dtype, requires_grad=True)

@@ -178,13 +178,14 @@ def _linear_resize(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     n = x.shape[dim]
     if size == n:
         return x
-    if size == 2 * n:
-        # x2: output 2m reads 3/4 of m and 1/4 of m-1, output 2m+1 3/4 of m and 1/4 of m+1
-        # (the borders clamp): slices only, so that the backward stays elementwise.
-        prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
-        nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
-        even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
-        return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+    if size == 2 * n and n > 1:
+        # x2: between samples m and m+1 the outputs 2m+1 and 2m+2 lie 1/4 and 3/4 of the way;
+        # the first and last outputs clamp to the border samples. Slices, two fused adds and one
+        # interleave: the backward stays elementwise.
+        lo, hi = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
+        step = hi - lo
+        pairs = torch.stack([torch.add(lo, step, alpha=0.25), torch.add(hi, step, alpha=-0.25)], dim + 1)
+        return torch.cat([x.narrow(dim, 0, 1), pairs.flatten(dim, dim + 1), x.narrow(dim, n - 1, 1)], dim)
     opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
     src = ((torch.arange(size, dtype=opmath, device=x.device) + 0.5) * (n / size) - 0.5).clamp_min(0.0)
     i0 = src.floor().long().clamp_max(n - 1)
