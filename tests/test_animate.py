@@ -8,7 +8,7 @@ import torch
 
 from aniportraitgan import inference
 from aniportraitgan.animation.animate import GeneratorFrames, animate, generator_source
-from aniportraitgan.animation.keyframes import preset
+from aniportraitgan.animation import preset
 from aniportraitgan.animation.video import read_video
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cli import main
@@ -16,6 +16,7 @@ from aniportraitgan.errors import InputError
 from aniportraitgan.generator import Generator, GeneratorConfig
 from aniportraitgan.inference import load_inference_model
 from aniportraitgan.artefacts import export_generator
+from aniportraitgan.artefacts import loading as artefacts_loading
 
 RES = 32
 
@@ -217,7 +218,7 @@ def test_cli_generate_writes_all_outputs(ckpt, tmp_path, capsys):
 
 def test_demo_falls_back_to_the_body_model(tmp_path, capsys, monkeypatch):
     pytest.importorskip("moderngl")
-    monkeypatch.setattr(inference, "DEMO_CHECKPOINT", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(artefacts_loading, "DEMO_CHECKPOINT", tmp_path / "absent.safetensors")
     calls = []
 
     def fake_sheet(path):  # the lead's preview is exercised by its own tests; keep this one quick
@@ -240,12 +241,12 @@ def test_demo_falls_back_to_the_body_model(tmp_path, capsys, monkeypatch):
 
 def _demo_with_checkpoint(ckpt, tmp_path, capsys, monkeypatch, short: bool) -> np.ndarray:
     pytest.importorskip("moderngl")
-    monkeypatch.setattr(inference, "DEMO_CHECKPOINT", ckpt)
-    from aniportraitgan.commands import demo as demo_cmd
+    monkeypatch.setattr(artefacts_loading, "DEMO_CHECKPOINT", ckpt)
+    from aniportraitgan.animation import demo as demo_lib
 
-    monkeypatch.setattr(demo_cmd, "DEMO_SEEDS", (0,))
+    monkeypatch.setattr(demo_lib, "DEMO_SEEDS", (0,))
     if short:
-        monkeypatch.setattr(demo_cmd, "demo_keyframes", lambda fb: preset("blink"))
+        monkeypatch.setattr(demo_lib, "demo_keyframes", lambda fb: preset("blink"))
     code, stdout, err = _cli(["demo", "--out", str(tmp_path), "--frames-between", "0", "--resolution", "16",
                               "--device", "cpu", "--quiet"], capsys)
     assert code == 0, err
@@ -266,7 +267,7 @@ def test_demo_with_a_checkpoint_short(ckpt, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow  # renders the full >= 30-frame demo clip (about 30 s on 2 busy cores)
 def test_demo_with_a_checkpoint_full_length(ckpt, tmp_path, capsys, monkeypatch):
-    from aniportraitgan.commands.demo import MIN_FRAMES, demo_keyframes
+    from aniportraitgan.animation.demo import MIN_FRAMES, demo_keyframes
 
     assert len(demo_keyframes(0)) >= MIN_FRAMES
     assert _demo_with_checkpoint(ckpt, tmp_path, capsys, monkeypatch, short=False).shape[0] >= MIN_FRAMES

@@ -18,7 +18,8 @@ from aniportraitgan.animation.video import (
     save_image_atomic,
     write_video,
 )
-from aniportraitgan.commands.generate import _RAMP, colorize_depth, parse_seeds
+from aniportraitgan.animation.stills import _RAMP, colorize_depth
+from aniportraitgan.commands.generate import parse_seeds
 from aniportraitgan.errors import InputError, UserError
 
 

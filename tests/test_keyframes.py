@@ -20,13 +20,14 @@ from aniportraitgan.animation import (
     save_keyframes,
     smooth,
 )
-from aniportraitgan.animation.keyframes import (
+from aniportraitgan.animation.keyframes import keyframes_from_components
+from aniportraitgan.errors import AssetError, InputError
+from aniportraitgan.rotations import (
+    axis_angle_to_matrix,
     axis_angle_to_quaternion,
-    keyframes_from_components,
+    euler_zyx_to_matrix,
     matrix_to_euler_zyx,
 )
-from aniportraitgan.errors import AssetError, InputError
-from aniportraitgan.rotations import axis_angle_to_matrix, euler_zyx_to_matrix
 
 
 def random_keyframes(n, seed=0, max_angle=1.0):
@@ -167,8 +168,8 @@ def test_files_round_trip(tmp_path, suffix):
 def test_euler_files_round_trip(tmp_path, suffix):
     kf = random_keyframes(4, seed=5, max_angle=1.2)
     path = tmp_path / f"kf{suffix}"
-    kf.save(path, pose_format="euler-zyx")
-    back = Keyframes.load(path)  # the stored pose_format is honoured
+    save_keyframes(kf, path, pose_format="euler-zyx")
+    back = load_keyframes(path)  # the stored pose_format is honoured
     assert rotation_distance(back.pose, kf.pose).max() < 1e-5
     with pytest.raises(InputError, match="file says 'euler-zyx'"):
         load_keyframes(path, pose_format="axis-angle")
@@ -320,3 +321,24 @@ def test_bad_files(tmp_path):
         interpolate(preset("smile"), -1)
     with pytest.raises(InputError, match="neither a preset"):
         resolve_keyframes("smiley")
+
+
+def test_driving_keyframes_holds_single_frames_and_picks_defaults(tmp_path):
+    from aniportraitgan.animation import driving_keyframes
+    from aniportraitgan.animation.keyframe_files import DEFAULT_FRAMES_BETWEEN_PRESET
+
+    base = preset("smile")
+    alone = driving_keyframes("smile")
+    assert len(alone) == (len(base) - 1) * (DEFAULT_FRAMES_BETWEEN_PRESET + 1) + 1
+    np.save(tmp_path / "cam.npy", np.array([[0.3, 0.1]], np.float32))
+    held = driving_keyframes("smile", camera=tmp_path / "cam.npy")  # a file: no interpolation by default
+    assert len(held) == len(base)
+    assert torch.equal(held.expression, base.expression)
+    assert torch.equal(held.camera, torch.tensor([[0.3, 0.1]]).expand(len(base), 2))
+    only_file = driving_keyframes(camera=tmp_path / "cam.npy", frames_between=2)
+    assert len(only_file) == 1 and torch.equal(only_file.pose, torch.zeros(1, 6, 3))
+    with pytest.raises(InputError, match="pose file"):
+        driving_keyframes("smile", pose_format="euler-zyx")
+    np.save(tmp_path / "exp.npy", np.zeros((2, 52), np.float32))
+    with pytest.raises(InputError, match="frame counts"):
+        driving_keyframes("smile", expression=tmp_path / "exp.npy")

@@ -1,31 +1,19 @@
 """The single command line: `aniportraitgan <command> ...`.
 
 Each command lives in `aniportraitgan.commands.<name>` and exposes `register(subparsers)`,
-which adds its parser and sets `func(args) -> int`. Modules are imported lazily so that
-`aniportraitgan --help` stays fast and a command's heavy imports cost only its own users.
+which adds its parser and sets `func(args) -> int`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from aniportraitgan.commands import animate, assets, bench, data, demo, evaluate, facerecon, generate, serve, train
 from aniportraitgan.errors import AssetError, InputError, UserError
 
 # Command modules, in the order --help shows them.
-COMMANDS: list[str] = [
-    "assets",
-    "data",
-    "facerecon",
-    "train",
-    "generate",
-    "animate",
-    "evaluate",
-    "bench",
-    "demo",
-    "serve",
-]
+COMMANDS = [assets, data, facerecon, train, generate, animate, evaluate, bench, demo, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Animatable 3D-aware portrait GAN: assets, data, training, animation, metrics.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"aniportraitgan.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"aniportraitgan.commands.{name}":
-                continue  # command not built yet
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

@@ -1,6 +1,7 @@
 """Rotation helpers (batched, differentiable, CPU and CUDA).
 
-Axis-angle vectors are in radians; matrices act on column vectors (x' = R x).
+Axis-angle vectors are in radians; matrices act on column vectors (x' = R x); quaternions are
+(w, x, y, z).
 """
 
 from __future__ import annotations
@@ -61,12 +62,40 @@ def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
 
 
 def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions [..., 4] (w, x, y, z) -> axis-angle [..., 3] with angle in [0, pi]
+    (q and -q are the same rotation: the sign with w >= 0 is used)."""
+    q = torch.where(q[..., :1] < 0, -q, q)
     w, xyz = q[..., :1], q[..., 1:]
     s = xyz.norm(dim=-1, keepdim=True)
     angle = 2.0 * torch.atan2(s, w)
     small = s < 1e-7
     scale = torch.where(small, 2.0 / w.clamp_min(1e-7), angle / torch.where(small, torch.ones_like(s), s))
     return xyz * scale
+
+
+def axis_angle_to_quaternion(v: torch.Tensor) -> torch.Tensor:
+    """[..., 3] axis-angle -> [..., 4] unit quaternion (w, x, y, z)."""
+    theta = v.norm(dim=-1, keepdim=True)
+    half = 0.5 * theta
+    small = theta < 1e-6
+    # sin(t/2)/t with its Taylor expansion near 0
+    k = torch.where(small, 0.5 - theta * theta / 48.0, torch.sin(half) / torch.where(small, torch.ones_like(theta), theta))
+    return torch.cat([torch.cos(half), v * k], -1)
+
+
+def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Shortest-path spherical interpolation of unit quaternions [..., 4]; t broadcasts as [..., 1]."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1.0)
+    theta = torch.acos(dot)
+    sin_theta = torch.sin(theta)
+    near = sin_theta < 1e-6
+    safe = torch.where(near, torch.ones_like(sin_theta), sin_theta)
+    w0 = torch.where(near, 1.0 - t, torch.sin((1.0 - t) * theta) / safe)
+    w1 = torch.where(near, t, torch.sin(t * theta) / safe)
+    q = w0 * q0 + w1 * q1
+    return q / q.norm(dim=-1, keepdim=True)
 
 
 def euler_zyx_to_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -76,6 +105,14 @@ def euler_zyx_to_matrix(angles: torch.Tensor) -> torch.Tensor:
     ey = torch.stack([torch.zeros_like(y), y, torch.zeros_like(y)], -1)
     ez = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], -1)
     return axis_angle_to_matrix(ez) @ axis_angle_to_matrix(ey) @ axis_angle_to_matrix(ex)
+
+
+def matrix_to_euler_zyx(R: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``euler_zyx_to_matrix``: [..., 3, 3] -> (z, y, x) radians, |y| <= pi/2."""
+    z = torch.atan2(R[..., 1, 0], R[..., 0, 0])
+    y = torch.atan2(-R[..., 2, 0], torch.sqrt(R[..., 2, 1] ** 2 + R[..., 2, 2] ** 2))
+    x = torch.atan2(R[..., 2, 1], R[..., 2, 2])
+    return torch.stack([z, y, x], -1)
 
 
 def nearest_rotation(M: torch.Tensor) -> torch.Tensor:

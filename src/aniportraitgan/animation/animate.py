@@ -21,13 +21,17 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from aniportraitgan.animation.keyframes import Keyframes
+from aniportraitgan.animation.video import VideoWriter
 from aniportraitgan.cameras import MainCameraPlacement
+from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.generator import DEFAULT_PSI, RenderOptions
 from aniportraitgan.images import check_resolution, to_uint8_images
 from aniportraitgan.latents import LatentSample
-from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.render import MeshRenderer, RenderBackendError
+from aniportraitgan.render.rasterizer import MeshTopology, TexturedMesh
 
 DEFAULT_BATCH = 4
 BODY_ALBEDO = (206, 178, 160)  # plain skin-like grey-beige for the body-model view
@@ -86,8 +90,6 @@ class GeneratorFrames:
 
 def make_mesh_renderer():
     """The project's rasterizer, or a UserError that says how to get one."""
-    from aniportraitgan.render import MeshRenderer, RenderBackendError
-
     try:
         return MeshRenderer(samples=4)
     except RenderBackendError as exc:
@@ -99,8 +101,6 @@ class BodyFrames:
 
     def __init__(self, body, z_id: torch.Tensor | None = None, resolution: int = 128,
                  camera: MainCameraPlacement | None = None, renderer=None) -> None:
-        from aniportraitgan.render.rasterizer import MeshTopology, TexturedMesh
-
         self.body = body
         self.resolution = check_resolution(resolution)
         self.camera = camera or MainCameraPlacement()
@@ -159,8 +159,6 @@ def render_frames(source: Callable[[Keyframes], np.ndarray], keyframes: Keyframe
     if not isinstance(keyframes, Keyframes):
         raise InputError(f"keyframes must be a Keyframes, got {type(keyframes).__name__}")
     batch_size = _check_batch(batch_size)
-    from tqdm import tqdm
-
     N = len(keyframes)
     with tqdm(total=N, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, N, batch_size):
@@ -186,8 +184,6 @@ def animate(source: Callable[[Keyframes], np.ndarray], keyframes: Keyframes, out
     The output path is checked before the first frame is rendered; on any error (or Ctrl-C) the
     partial file is removed and an existing file at ``out`` is left as it was.
     """
-    from aniportraitgan.animation.video import VideoWriter
-
     batch_size = _check_batch(batch_size)
     t0 = time.perf_counter()
     with VideoWriter(out, fps=fps, quality=quality) as writer:
@@ -210,5 +206,5 @@ def generator_source(model, seed: int, psi: float = DEFAULT_PSI, resolution: int
 
 __all__ = [
     "AnimationResult", "BodyFrames", "FrameSource", "GeneratorFrames", "SideBySide",
-    "animate", "generator_source", "make_mesh_renderer", "render_frames", "to_uint8_images",
+    "animate", "generator_source", "make_mesh_renderer", "render_frames",
 ]

@@ -16,12 +16,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
+from aniportraitgan.animation.animate import GeneratorFrames
 from aniportraitgan.animation.keyframes import EXP_DIM, NUM_JOINTS, Keyframes, expression_index, joint_index
+from aniportraitgan.animation.presets import set_head_rotation
 from aniportraitgan.errors import InputError
+from aniportraitgan.generator import DEFAULT_PSI
 
-# Fraction of a head rotation given to the neck joint (as the keyframe presets do).
-NECK_SHARE = 0.35
 # Named expressions of the expression row, in column order.
 EXPRESSIONS: tuple[tuple[str, dict[str, float]], ...] = (
     ("neutral", {}),
@@ -72,9 +74,7 @@ def control_rows(columns: int = 5, yaw_range: float = 0.6, head_range: float = 0
     rows.append(SheetRow("expression", Keyframes(exp, zeros_p, zeros_c), names))
 
     head = _sweep(n, -head_range, head_range)
-    pose = zeros_p.clone()
-    pose[:, joint_index("neck"), 1] = NECK_SHARE * head
-    pose[:, joint_index("head"), 1] = (1 - NECK_SHARE) * head
+    pose = set_head_rotation(zeros_p.clone(), torch.stack([torch.zeros(n), head, torch.zeros(n)], -1))
     rows.append(SheetRow("head pose", Keyframes(zeros_e, pose, zeros_c), [f"turn {deg(v)}" for v in head.tolist()]))
 
     shrug = _sweep(n, *shrug_range)
@@ -87,8 +87,6 @@ def control_rows(columns: int = 5, yaw_range: float = 0.6, head_range: float = 0
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
@@ -113,8 +111,6 @@ def contact_sheet(render: Callable[[int, Keyframes], np.ndarray], identity_label
                   rows: Sequence[SheetRow] | None = None, title: str | None = None,
                   label_width: int | None = None):
     """Lay out ``render(i, row.keyframes)`` for each identity i and row; returns a PIL image."""
-    from PIL import Image, ImageDraw
-
     rows = list(rows) if rows is not None else control_rows()
     if not rows:
         raise InputError("contact sheet needs at least one row")
@@ -170,13 +166,11 @@ def contact_sheet(render: Callable[[int, Keyframes], np.ndarray], identity_label
     return sheet
 
 
-def generator_contact_sheet(model, seeds: Sequence[int], columns: int = 5, psi: float = 0.7,
+def generator_contact_sheet(model, seeds: Sequence[int], columns: int = 5, psi: float = DEFAULT_PSI,
                             resolution: int | None = None, batch_size: int = 8, title: str | None = None,
                             view: str = "portrait"):
     """Figure-3 sheet of a generator (``InferenceModel``) for a few seeds; ``view="face"`` shows
     the dual face camera instead of the portrait."""
-    from aniportraitgan.animation.animate import GeneratorFrames
-
     if resolution is None and view == "face":
         resolution = model.face_resolution
     sources = [GeneratorFrames(model, int(s), psi=psi, resolution=resolution, view=view) for s in seeds]
@@ -188,17 +182,4 @@ def generator_contact_sheet(model, seeds: Sequence[int], columns: int = 5, psi: 
     return contact_sheet(render, [f"seed {s}" for s in seeds], control_rows(columns), title=title)
 
 
-def body_contact_sheet(body, identities: int = 2, columns: int = 5, resolution: int = 128,
-                       seed: int = 0, title: str | None = None):
-    """The same sheet for the driving body model (identities z_id ~ N(0, 1) from ``seed``)."""
-    from aniportraitgan.animation.animate import BodyFrames, make_mesh_renderer
-
-    renderer = make_mesh_renderer()
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(identities, body.id_dim, generator=g)
-    sources = [BodyFrames(body, z[i:i + 1], resolution, renderer=renderer) for i in range(identities)]
-    return contact_sheet(lambda i, kf: sources[i](kf), [f"body model, identity {i}" for i in range(identities)],
-                         control_rows(columns), title=title)
-
-
-__all__ = ["EXPRESSIONS", "SheetRow", "body_contact_sheet", "contact_sheet", "control_rows", "generator_contact_sheet"]
+__all__ = ["EXPRESSIONS", "SheetRow", "contact_sheet", "control_rows", "generator_contact_sheet"]

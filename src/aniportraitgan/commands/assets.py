@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+from aniportraitgan.body.asset import DEFAULT_ASSET, load_asset
+from aniportraitgan.body.build import build_asset
+from aniportraitgan.body.model import PortraitBodyModel
+from aniportraitgan.body.preview import render_contact_sheet
+
 
 def register(sub) -> None:
     p = sub.add_parser("assets", help="build, inspect or preview the portrait body-model asset")
@@ -27,9 +32,6 @@ def register(sub) -> None:
 
 
 def _build(args) -> int:
-    from aniportraitgan.body.asset import DEFAULT_ASSET
-    from aniportraitgan.body.build import build_asset
-
     print("building the portrait body asset from anny (first run builds anny's cache, ~1 min) ...")
     report = build_asset(args.out or DEFAULT_ASSET, args.samples, args.face_dim, args.body_dim, args.seed)
     print(json.dumps(report, indent=2))
@@ -37,8 +39,6 @@ def _build(args) -> int:
 
 
 def _info(args) -> int:
-    from aniportraitgan.body.asset import load_asset
-
     asset = load_asset(args.asset)
     sizes = {name: list(t.shape) for name, t in asset.tensors.items()}
     print(json.dumps({"meta": asset.meta, "tensors": sizes}, indent=2))
@@ -46,9 +46,6 @@ def _info(args) -> int:
 
 
 def _preview(args) -> int:
-    from aniportraitgan.body.model import PortraitBodyModel
-    from aniportraitgan.body.preview import render_contact_sheet
-
     path = render_contact_sheet(args.out, args.resolution, args.seed, PortraitBodyModel.load(args.asset))
     print(f"wrote {path}")
     return 0
