@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from PIL import Image, ImageSequence
 
 from aniportraitgan.atomic import atomic_path, temp_path_beside
 from aniportraitgan.errors import InputError, UserError
@@ -118,8 +119,6 @@ class VideoWriter:
         elif (a.shape[0], a.shape[1]) != self._size:
             raise InputError(f"frame size {a.shape[:2]} differs from the first frame's {self._size}")
         if self.format == "gif":
-            from PIL import Image
-
             self._gif_frames.append(Image.fromarray(a))
         else:
             if self._ffmpeg is None:
@@ -216,8 +215,6 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     if path.suffix.lower() == ".gif":
-        from PIL import Image, ImageSequence
-
         with Image.open(path) as im:
             return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
     return np.asarray(iio.imread(path, plugin="FFMPEG", index=None))
@@ -225,8 +222,6 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
 
 def save_image_atomic(path: str | os.PathLike, image) -> Path:
     """Save a PIL image or uint8 array as PNG through a temporary file and a rename."""
-    from PIL import Image
-
     path = Path(path)
     img = image if isinstance(image, Image.Image) else Image.fromarray(as_uint8_frame(image))
     with atomic_path(path) as tmp:
