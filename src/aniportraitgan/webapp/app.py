@@ -21,7 +21,7 @@ import os
 import random
 import socket
 
-from aniportraitgan.animation.keyframes import ARKIT_NAMES, PRESET_NAMES
+from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
 from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.webapp.render import EXPRESSIONS, LIVE_MS, MAX_SEED, RANGES, VIEWS, Controls, WebRenderer
 
@@ -155,6 +155,8 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
             )
 
         def render(*values):
+            if values[0] is None:  # the seed box is empty while someone types: wait for a number
+                return gr.skip(), gr.skip(), gr.skip()
             try:
                 r = renderer.render(controls(values))
             except Exception as exc:  # noqa: BLE001 - shown on the page

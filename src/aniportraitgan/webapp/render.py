@@ -30,18 +30,19 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from aniportraitgan.animation.animate import GeneratorFrames, animate
-from aniportraitgan.animation.contact_sheet import NECK_SHARE
-from aniportraitgan.animation.keyframes import (
+from aniportraitgan.animation import (
     ARKIT_NAMES,
     EXP_DIM,
     NUM_JOINTS,
     PRESET_NAMES,
+    GeneratorFrames,
     Keyframes,
+    animate,
     expression_index,
     interpolate,
     joint_index,
     preset,
+    set_head_rotation,
 )
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import DEFAULT_PSI
@@ -100,9 +101,13 @@ class Controls:
         return hashlib.sha1(repr(sorted(d.items())).encode()).hexdigest()[:8]
 
 
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _number(name: str, value, lo: float, hi: float) -> float:
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"{name} is empty: give a number in [{lo:g}, {hi:g}]")
+        raise InputError(f"{name} is empty: give a number in [{_fmt(lo)}, {_fmt(hi)}]")
     if isinstance(value, bool):
         raise InputError(f"{name} must be a number, got {value!r}")
     try:
@@ -110,7 +115,7 @@ def _number(name: str, value, lo: float, hi: float) -> float:
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v) or not lo <= v <= hi:
-        raise InputError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
+        raise InputError(f"{name} must be in [{_fmt(lo)}, {_fmt(hi)}], got {value!r}")
     return v
 
 
@@ -203,9 +208,7 @@ class WebRenderer:
         pose = torch.zeros(NUM_JOINTS, 3)
         # Turn about the scene's up axis (Y), nod about X, tilt about Z (intrinsic z-y-x order).
         R = euler_zyx_to_matrix(torch.tensor([rad(c.head_tilt), rad(c.head_turn), rad(c.head_nod)]))
-        rotvec = matrix_to_axis_angle(R)
-        pose[joint_index("neck")] = NECK_SHARE * rotvec
-        pose[joint_index("head")] = (1.0 - NECK_SHARE) * rotvec
+        set_head_rotation(pose, matrix_to_axis_angle(R))  # shared with the neck, as the presets do
         # The left collar points to +X, so it rises with a +Z rotation; the right one with -Z.
         pose[joint_index("left_collar"), 2] = rad(c.shrug)
         pose[joint_index("right_collar"), 2] = -rad(c.shrug)
