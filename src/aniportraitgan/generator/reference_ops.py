@@ -12,6 +12,7 @@ back in, so that one process can time both paths on the same inputs:
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 
@@ -66,16 +67,18 @@ def unpatched():
         deformation.nearest_vertex, deformation.PoseDeformation.reference, renderer.upsample_volume = _FAST
 
 
-def _ab(old, new, rounds: int) -> tuple[float, float]:
-    """Median seconds per call of old and new, timed in alternating rounds (load drifts cancel)."""
+def _ab(old, new, rounds: int, calls: int = 1) -> tuple[float, float]:
+    """Median seconds per call of old and new, timed in alternating rounds of ``calls`` calls
+    (load drifts on a shared machine hit both alike)."""
     old()
     new()
     t_old, t_new = [], []
     for _ in range(rounds):
         for fn, times in ((old, t_old), (new, t_new)):
             t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - t0) / calls)
     return statistics.median(t_old), statistics.median(t_new)
 
 
@@ -117,11 +120,11 @@ def measure_speedups(batch: int = 4, resolution: int = 64, rounds: int = 12) -> 
 
     rows = [
         (f"nearest vertex: {pts.shape[0] * pts.shape[1]} points, {verts.shape[1]} vertices",
-         *_ab(lambda: ckdtree_nearest_vertex(pts, verts), lambda: _FAST[0](pts, verts), rounds)),
+         *_ab(lambda: ckdtree_nearest_vertex(pts, verts), lambda: _FAST[0](pts, verts), rounds, 5)),
         (f"L_pose_smooth reference: volume {tuple(volume.shape)}, kernel {G.pose.kernel}",
-         *_ab(lambda: avg_pool_reference(G.pose, volume.detach()), lambda: _FAST[1](G.pose, volume.detach()), rounds)),
+         *_ab(lambda: avg_pool_reference(G.pose, volume.detach()), lambda: _FAST[1](G.pose, volume.detach()), rounds, 5)),
         (f"Dp volume upsample {tuple(volume.shape[2:])} -> {size}, forward + backward",
-         *_ab(upsample(interpolate_upsample), upsample(_FAST[2]), rounds)),
+         *_ab(upsample(interpolate_upsample), upsample(_FAST[2]), rounds, 5)),
         (f"G forward + backward: tiny, portrait and face {resolution} px, batch {batch}, loss terms",
          *_ab(step(True), step(False), rounds)),
     ]
@@ -130,6 +133,8 @@ def measure_speedups(batch: int = 4, resolution: int = 64, rounds: int = 12) -> 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    print(f"1 thread; load average before: {os.getloadavg()[0]:.1f}")
     print("| what | before (ms) | after (ms) | after / before |\n| --- | ---: | ---: | ---: |")
     for what, old_s, new_s in measure_speedups():
         print(f"| {what} | {old_s * 1e3:.1f} | {new_s * 1e3:.1f} | {new_s / old_s:.2f} |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
