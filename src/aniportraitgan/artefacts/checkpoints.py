@@ -5,8 +5,10 @@ A checkpoint is a folder `RUN/checkpoints/s<stage>-<step:08d>/` holding
 - `state.pt`: optimiser states, step, stage, RNG states (loaded with `weights_only=True`);
 - `meta.json`: format version, stage, step, the training config, its model signature and the
   SHA-256 of the two files above.
-The folder is written under a temporary name and renamed into place, so a kill at any moment
-leaves either the complete checkpoint or none. The newest checkpoint is "last"; older ones are
+The folder is written under a temporary name (`.tmp-<name>-<host>@<pid>`) and renamed into
+place, so a kill at any moment leaves either the complete checkpoint or none; a failed write
+(a full disk: `atomic.DiskFullError`) removes its temporary folder at once, and a later save
+removes only those whose writer is dead (never another live run's). The newest checkpoint is "last"; older ones are
 deleted unless they are periodic (step a multiple of `keep_every`) or marked `keep` (the end of
 stage 1, which stage 2 starts from).
 """
@@ -29,6 +31,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
+from aniportraitgan.artefacts.checksummed import cpu_tensors
+from aniportraitgan.artefacts.run_lock import owner_is_dead, owner_tag
+from aniportraitgan.atomic import fsync_dir, write_synced
 from aniportraitgan.errors import AssetError
 
 FORMAT_VERSION = 1
@@ -65,31 +70,6 @@ def model_signature(train_config: dict[str, Any]) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def cpu_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage: clone every tensor into its own contiguous CPU buffer.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
 
 
 class CheckpointManager:
@@ -131,10 +111,6 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"s{stage}-{step:08d}"
         final = self.dir / name
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
         w_bytes = st_save_bytes(cpu_tensors(weights), metadata={"format": str(FORMAT_VERSION)})
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -151,18 +127,26 @@ class CheckpointManager:
         }
         for key, value in (extra_meta or {}).items():
             meta.setdefault(key, value)
-        _write_bytes(tmp / "weights.safetensors", w_bytes)
-        _write_bytes(tmp / "state.pt", s_bytes)
-        _write_bytes(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace
-            old = self.dir / f".old-{name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        tmp = self.dir / f".tmp-{name}-{owner_tag()}"
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            write_synced(tmp / "weights.safetensors", w_bytes)
+            write_synced(tmp / "state.pt", s_bytes)
+            write_synced(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+            fsync_dir(tmp)
+            if final.exists():  # re-saving the same step (e.g. after a resume): replace
+                old = self.dir / f".old-{name}-{owner_tag()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a partial folder would fill a full disk further
+            raise
+        fsync_dir(self.dir)
         self._prune(final)
         return final
 
@@ -178,9 +162,25 @@ class CheckpointManager:
             except (OSError, json.JSONDecodeError):
                 pass  # unreadable: not worth keeping
             shutil.rmtree(path, ignore_errors=True)
-        for p in self.dir.glob(".tmp-*"):  # leftovers of killed writes
-            if not p.name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(p, ignore_errors=True)
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        """Remove the temporary folders of killed writes whose writer is dead. An `.old-`
+        copy whose checkpoint is missing (killed between the two renames of a re-save) is
+        put back instead."""
+        if not self.dir.is_dir():
+            return
+        for p in sorted(self.dir.glob(".tmp-*")) + sorted(self.dir.glob(".old-*")):
+            if not owner_is_dead(p.name):
+                continue
+            m = re.match(r"^\.old-(s[12]-\d{8})-", p.name)
+            if m and not (self.dir / m.group(1)).exists():
+                try:
+                    os.replace(p, self.dir / m.group(1))
+                    continue
+                except OSError:
+                    pass
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------- loading

@@ -2,7 +2,9 @@
 generator config (JSON), and optionally the training config, stage, step and latent prior.
 
 It is what training writes as ``RUN/generator.safetensors`` and what ``generate``, ``animate``
-and ``demo`` read (the bundled ``assets/demo_generator.safetensors`` is one).
+and ``demo`` read (the bundled ``assets/demo_generator.safetensors`` is one). It is checksummed
+(``artefacts.checksummed``): a flipped byte is an ``AssetError`` naming the file; a file written
+before checksums existed loads with an ``UnverifiedFileWarning``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as st_save_bytes
 
-from aniportraitgan.artefacts.checkpoints import FORMAT_VERSION, cpu_tensors
-from aniportraitgan.atomic import atomic_write_bytes
+from aniportraitgan.artefacts.checkpoints import FORMAT_VERSION
+from aniportraitgan.artefacts.checksummed import read_checksummed, warn_unverified, write_checksummed
 from aniportraitgan.errors import AssetError
 from aniportraitgan.latents import LatentPrior
 
@@ -29,7 +29,7 @@ def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor],
                      train_config: dict[str, Any] | None = None, step: int | None = None, stage: int | None = None,
                      extra_metadata: dict[str, str] | None = None, prior: LatentPrior | None = None) -> Path:
     """Write a generator's weights with its configuration in the safetensors metadata
-    (atomically: temporary file + rename). ``prior`` is stored as ``latent_prior`` JSON;
+    (atomically: temporary file + rename), with its checksum. ``prior`` is stored as ``latent_prior`` JSON;
     ``extra_metadata`` adds string entries (e.g. that JSON already serialised)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,8 +48,7 @@ def export_generator(path: str | Path, generator_state: dict[str, torch.Tensor],
         metadata[PRIOR_KEY] = prior.to_json()
     for key, value in (extra_metadata or {}).items():
         metadata.setdefault(key, str(value))
-    atomic_write_bytes(path, st_save_bytes(cpu_tensors(generator_state), metadata=metadata))
-    return path
+    return write_checksummed(path, generator_state, metadata)
 
 
 def save_generator(path: str | Path, generator, stage: int | None = None, step: int | None = None,
@@ -60,16 +59,15 @@ def save_generator(path: str | Path, generator, stage: int | None = None, step: 
 
 
 def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(weights, metadata) of an exported generator; AssetError if missing or corrupted."""
+    """(weights, metadata) of an exported generator; AssetError if missing, corrupted (checksum
+    included) or not a generator."""
     path = Path(path)
     if not path.is_file():
         raise AssetError(f"generator file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = dict(fh.metadata() or {})
-            weights = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001
-        raise AssetError(f"generator file {path} is corrupted or not a safetensors file ({exc})") from None
+    stored = read_checksummed(path, "generator file")
+    metadata = stored.metadata
     if metadata.get("kind") != GENERATOR_KIND or "generator_config" not in metadata:
         raise AssetError(f"{path} is not an exported aniportraitgan generator (metadata lacks generator_config)")
-    return weights, metadata
+    if not stored.checksummed:
+        warn_unverified(path, "generator file")
+    return stored.tensors, metadata
