@@ -80,11 +80,12 @@ $PY - "$WORK/run" "$OUT" <<'EOF'
 import os, sys
 from aniportraitgan.animation.contact_sheet import generator_contact_sheet
 from aniportraitgan.animation.video import save_image_atomic
+from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.inference import load_inference_model
 run, out = sys.argv[1], sys.argv[2]
 m = load_inference_model(run, "auto")
 for view in ("portrait", "face"):
-    img = generator_contact_sheet(m, [0, 1, 2], columns=5, psi=0.7, view=view,
+    img = generator_contact_sheet(m, [0, 1, 2], columns=5, psi=DEFAULT_PSI, view=view,
                                   title=f"{view} controls, step {m.step}")
     save_image_atomic(f"{out}/{view}_controls.png", img)
 EOF

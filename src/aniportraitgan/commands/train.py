@@ -1,13 +1,23 @@
 """`aniportraitgan train --config tiny|paper --data DIR --out RUN --steps N [--resume] [--stage 1|2|both]`.
 
 Also runs under torchrun: `torchrun --nproc_per_node N -m aniportraitgan train ...` (one process
-per GPU, or gloo processes on CPU).
+per GPU, or gloo processes on CPU). The schedule and ablation options are the fields of
+`TrainConfig` and `AblationConfig`; they override the chosen config.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+
+from aniportraitgan.commands.config_args import add_field_options, apply_field_options
+from aniportraitgan.errors import UserError
+from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
+
+# TrainConfig fields the command line may override (default: the config's value).
+SCHEDULE_FIELDS = ["seed", "num_workers", "checkpoint_every", "image_every", "log_every", "amp"]
+ABLATION_FIELDS = [f.name for f in dataclasses.fields(AblationConfig)]
 
 
 def register(subparsers) -> None:
@@ -30,45 +40,30 @@ def register(subparsers) -> None:
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch", type=int, default=None, help="override the global batch size of the stages run")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
-    p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--image-every", type=int, default=None)
-    p.add_argument("--log-every", type=int, default=None)
-    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="mixed precision on CUDA (CPU is always fp32)")
+    add_field_options(p, TrainConfig, SCHEDULE_FIELDS, aliases={"num_workers": "--workers"},
+                      amp={"choices": ["bf16", "fp16", "none"]})
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: write a checkpoint and stop when it runs out (continue with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ab = p.add_argument_group("ablations (paper Table 2)")
-    ab.add_argument("--no-face-disc", action="store_true", help="train without D_face")
-    ab.add_argument("--no-torso-disc", action="store_true", help="train without D_torso")
-    ab.add_argument("--face-from-crop", action="store_true", help="D_face sees faces cropped from the portrait instead of the face camera")
-    ab.add_argument("--no-dp", action="store_true", help="no pose-deformation CNN Dp (plain nearest-vertex skinning)")
+    add_field_options(p.add_argument_group("ablations (paper Table 2)"), AblationConfig, ABLATION_FIELDS)
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace):
-    from aniportraitgan.training.config import TrainConfig
-
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The chosen preset or config file with the command line's overrides."""
     cfg = _load_config(args.config)
-    cfg.ablation.no_face_disc = bool(args.no_face_disc)
-    cfg.ablation.no_torso_disc = bool(args.no_torso_disc)
-    cfg.ablation.face_from_crop = bool(args.face_from_crop)
-    cfg.ablation.no_dp = bool(args.no_dp)
+    apply_field_options(args, cfg.ablation, ABLATION_FIELDS)
+    for name in ("batch", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.batch is not None:
         cfg.stage1.batch_size = cfg.stage2.batch_size = args.batch
-    for attr, name in (("seed", "seed"), ("workers", "num_workers"), ("checkpoint_every", "checkpoint_every"),
-                       ("image_every", "image_every"), ("log_every", "log_every"), ("amp", "amp")):
-        value = getattr(args, attr)
-        if value is not None:
-            setattr(cfg, name, value)
+    apply_field_options(args, cfg, SCHEDULE_FIELDS)
     return cfg
 
 
-def _load_config(name: str):
+def _load_config(name: str) -> TrainConfig:
     """A preset name, or a JSON file written by TrainConfig.to_json (a run's config.json)."""
-    from aniportraitgan.errors import UserError
-    from aniportraitgan.training.config import TrainConfig
-
     if name.endswith(".json") or Path(name).is_file():
         path = Path(name)
         if not path.is_file():
@@ -80,31 +75,13 @@ def _load_config(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from aniportraitgan.errors import UserError
-    from aniportraitgan.training.loop import RunOptions, train
-
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise UserError(f"--max-minutes must be > 0, got {args.max_minutes}")
-    for name in ("steps", "stage2_steps", "batch", "checkpoint_every"):
-        value = getattr(args, name)
-        if value is not None and value < (1 if name in ("batch", "checkpoint_every") else 0):
-            raise UserError(f"--{name.replace('_', '-')} must be {'>= 1' if name in ('batch', 'checkpoint_every') else '>= 0'}, got {value}")
-    data = Path(args.data)
-    if not data.exists():
-        raise UserError(f"--data {data} does not exist")
-    cfg = build_config(args)
     opts = RunOptions(
-        data=data,
-        out=Path(args.out),
-        stage=args.stage,
-        steps=args.steps,
-        stage2_steps=args.stage2_steps,
-        resume=args.resume,
-        device=args.device,
-        facerecon=Path(args.facerecon) if args.facerecon else None,
-        init=Path(args.init) if args.init else None,
-        progress=not args.no_progress,
-        max_minutes=args.max_minutes,
+        data=Path(args.data), out=Path(args.out), stage=args.stage, steps=args.steps, stage2_steps=args.stage2_steps,
+        resume=args.resume, device=args.device, facerecon=Path(args.facerecon) if args.facerecon else None,
+        init=Path(args.init) if args.init else None, progress=not args.no_progress, max_minutes=args.max_minutes,
     )
-    train(cfg, opts)
+    opts.validate()  # before the config: a wrong option is the likelier mistake
+    if not opts.data.exists():
+        raise UserError(f"--data {opts.data} does not exist")
+    train(build_config(args), opts)
     return 0

@@ -13,7 +13,6 @@ same in GAN training as in evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +24,35 @@ from safetensors.torch import save_file
 from torch import nn
 
 from aniportraitgan.atomic import atomic_path
+from aniportraitgan.configs import Config
 from aniportraitgan.errors import AssetError, InputError
+from aniportraitgan.images import MIN_RESOLUTION
 
 KIND = "aniportraitgan-facerecon"
 
 
 @dataclass
-class FaceReconConfig:
-    resolution: int = 64  # input side; other sizes are resized (antialiased) to it
-    width: int = 32  # channels of the first stage; doubles at each 2x downsampling
+class FaceReconConfig(Config):
+    """The shape of R."""
+
+    resolution: int = 64
+    """Input side of R; other sizes are resized (antialiased) to it."""
+    width: int = 32
+    """Channels of R's first stage; they double at each 2x downsampling."""
     max_width: int = 256
+    """Cap on the channels of any stage."""
     hidden: int = 256
+    """Width of the fully connected layer before the coefficient head."""
     id_dim: int = 40
+    """Identity coefficients estimated (the body model's)."""
     exp_dim: int = 52
-    predict_pose: bool = True  # also estimate the face view (yaw, pitch) relative to the head
+    """Expression coefficients estimated (the body model's)."""
+    predict_pose: bool = True
+    """Also estimate the face view (yaw, pitch) relative to the head."""
 
     def validate(self) -> None:
-        if self.resolution < 8 or self.resolution & (self.resolution - 1):
-            raise InputError(f"FaceReconConfig.resolution must be a power of two >= 8, got {self.resolution}")
+        if self.resolution < MIN_RESOLUTION or self.resolution & (self.resolution - 1):
+            raise InputError(f"FaceReconConfig.resolution must be a power of two >= {MIN_RESOLUTION}, got {self.resolution}")
         for name in ("width", "max_width", "hidden", "id_dim", "exp_dim"):
             if getattr(self, name) < 1:
                 raise InputError(f"FaceReconConfig.{name} must be >= 1")
@@ -126,7 +136,7 @@ class FaceRecon(nn.Module):
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": KIND, "config": json.dumps(dataclasses.asdict(self.config), sort_keys=True)}
+        meta = {"kind": KIND, "config": json.dumps(self.config.to_dict(), sort_keys=True)}
         if extra:
             meta["extra"] = json.dumps(extra, sort_keys=True)
         with atomic_path(path) as tmp:
@@ -148,8 +158,8 @@ class FaceRecon(nn.Module):
         if meta.get("kind") != KIND:
             raise AssetError(f"{path} is not a face reconstruction network (metadata kind {meta.get('kind')!r})")
         try:
-            cfg = FaceReconConfig(**json.loads(meta["config"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            cfg = FaceReconConfig.from_dict(json.loads(meta["config"]))
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise AssetError(f"{path}: unreadable FaceReconConfig in metadata ({exc})") from None
         model = cls(cfg)
         try:

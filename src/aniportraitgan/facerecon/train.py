@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,22 +29,34 @@ from aniportraitgan.data.dataset import (
     read_card,
     read_png,
 )
+from aniportraitgan.configs import Config
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.facerecon.model import FaceRecon, FaceReconConfig
 from aniportraitgan.images import from_uint8, to_uint8
 
 
 @dataclass
-class FaceReconTrainConfig:
+class FaceReconTrainConfig(Config):
+    """How R is trained."""
+
     steps: int = 2000
+    """Optimiser steps."""
     batch_size: int = 32
+    """Faces per step."""
     lr: float = 1e-3
-    holdout: float = 0.1  # fraction of samples kept out of training for evaluation
+    """Adam learning rate (cosine decay to 5% of it)."""
+    holdout: float = 0.1
+    """Fraction of samples held out of training for evaluation."""
     landmark_weight: float = 1.0
+    """Weight of the landmark term (eq. 9's quantity, cm^2)."""
     coef_weight: float = 1.0
+    """Weight of the normalised coefficient term."""
     seed: int = 0
-    augment: bool = True  # brightness / contrast / colour jitter: R must not key on appearance
-    eval_every: int = 0  # 0: only at the end
+    """Seed of R's initialisation, the split, the data order, the augmentation and the landmark fit."""
+    augment: bool = True
+    """Brightness / contrast / colour jitter: R must not key on appearance."""
+    eval_every: int = 0
+    """Steps between held-out evaluations (0: only at the end)."""
 
 
 def _load_faces(root: Path, indices: np.ndarray, resolution: int) -> torch.Tensor:
@@ -145,12 +157,12 @@ def train_facerecon(
     steps: int | None = None,
     config: FaceReconConfig | None = None,
     train_config: FaceReconTrainConfig | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     log: Callable[[str], None] | None = print,
     progress: bool = False,
 ) -> dict:
     """Train R on `data`'s face images, save it to `out` (safetensors) and its evaluation report
-    beside it (`out` with suffix .json). Returns the report."""
+    beside it (`out` with suffix .json). Returns the report. `device` None: CUDA when available."""
     root = Path(data)
     cfg = config or FaceReconConfig()
     tcfg = train_config or FaceReconTrainConfig()
@@ -158,7 +170,7 @@ def train_facerecon(
         tcfg.steps = int(steps)
     if tcfg.steps < 0 or tcfg.batch_size < 1 or not 0.0 < tcfg.holdout < 1.0:
         raise InputError("facerecon: steps must be >= 0, batch_size >= 1 and 0 < holdout < 1")
-    device = torch.device(device)
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(tcfg.seed)
     body = PortraitBodyModel.load(device=device)
     lin_lm = LinearLandmarks.fit(body, seed=tcfg.seed)
@@ -239,8 +251,8 @@ def train_facerecon(
         num_train=int(len(train_idx)),
         seconds=round(time.time() - t0, 2),
         data=str(root),
-        config=asdict(cfg),
-        train_config=asdict(tcfg),
+        config=cfg.to_dict(),
+        train_config=tcfg.to_dict(),
         history=history,
     )
     out = Path(out)

@@ -80,6 +80,16 @@ class RunOptions:
     # Test hook: called after every completed step as on_step(stage, step).
     on_step: Callable[[int, int], None] | None = None
 
+    def validate(self) -> None:
+        if self.stage not in ("1", "2", "both"):
+            raise UserError(f"--stage must be 1, 2 or both, got {self.stage!r}")
+        for name in ("steps", "stage2_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UserError(f"--max-minutes must be > 0, got {self.max_minutes}")
+
 
 @dataclass
 class StageRun:
@@ -100,8 +110,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, opts: RunOptions, info: dist_utils.DistInfo | None = None):
         cfg.validate()
-        if opts.stage not in ("1", "2", "both"):
-            raise UserError(f"--stage must be 1, 2 or both, got {opts.stage!r}")
+        opts.validate()
         self.cfg, self.opts = cfg, opts
         self.stages = [1, 2] if opts.stage == "both" else [int(opts.stage)]
         self.info = info or dist_utils.DistInfo()
