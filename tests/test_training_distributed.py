@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from aniportraitgan.training import distributed
-    from aniportraitgan.training.loop import RunOptions, Trainer
+    from aniportraitgan.training import RunOptions, Trainer
 
     info = distributed.init_distributed("cpu")
     try:

@@ -12,7 +12,8 @@ import torch
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.artefacts import load_checkpoint, read_generator_file
 from aniportraitgan.training.config import TrainConfig
-from aniportraitgan.training.loop import RunOptions, StepBatches, Trainer, train
+from aniportraitgan.training import RunOptions, Trainer, train
+from aniportraitgan.training.rng import StepBatches
 
 
 def tiny_dataset(root: Path, num: int = 8) -> Path:
