@@ -1,4 +1,5 @@
-"""`aniportraitgan data synth|preview`: build the synthetic portrait dataset, view a dataset."""
+"""`aniportraitgan data synth|prepare|merge|preview`: build portrait datasets (synthetic renders or
+real photos) and view them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ def register(subparsers) -> None:
     s.add_argument("--long-hair", type=float, default=None, help="share of samples with long hair (default 0.3)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_synth)
+
+    r = sub.add_parser("prepare", help="label a folder of real portrait photos (mediapipe + body-model fit; resumable)")
+    r.add_argument("raw_dir", metavar="RAW_DIR", help="folder of photos (searched recursively)")
+    r.add_argument("--out", required=True, help="dataset folder (created; an existing one is resumed)")
+    r.add_argument("--resolution", type=int, default=512, help="portrait size in pixels; faces are half (default 512)")
+    r.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    r.add_argument("--shard", default="0/1", help="i/n: do the i-th of n shares (other machines do the rest; then `data merge`)")
+    r.add_argument("--batch", type=int, default=16, help="photos fitted together (default 16)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_prepare)
+
+    m = sub.add_parser("merge", help="merge `data prepare` shards made in other folders into one dataset")
+    m.add_argument("dataset", help="a `data prepare` output folder (receives the others)")
+    m.add_argument("others", nargs="*", help="other output folders of the same photos and settings")
+    m.set_defaults(func=_merge)
 
     v = sub.add_parser("preview", help="grid of portraits and faces with landmarks drawn")
     v.add_argument("dataset", help="dataset folder")
@@ -63,3 +79,43 @@ def _preview(args: argparse.Namespace) -> int:
     out = make_preview(args.dataset, args.out, num=args.num, cols=args.cols, tile=args.tile, landmarks=not args.no_landmarks)
     print(out)
     return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    return i, n
+
+
+def _print_summary(root: str, complete: bool, missing: int, accepted: int, rejected: dict) -> int:
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "none"
+    print(f"{root}: {accepted} accepted, rejected: {reasons}")
+    if not complete:
+        print(f"{missing} batch(es) still to do (other shards); run `aniportraitgan data merge` when all are done")
+        return 0
+    if accepted == 0:
+        print(f"no photo was accepted; see {root}/report.csv")
+        return 1
+    print(f"dataset complete; per-photo report: {root}/report.csv")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from aniportraitgan.frontend.align import AlignConfig
+    from aniportraitgan.frontend.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(align=AlignConfig(resolution=args.resolution), workers=args.workers, shard=_parse_shard(args.shard),
+                        batch=args.batch, progress=not args.no_progress)
+    s = prepare(args.raw_dir, args.out, cfg)
+    print(f"{s.processed} photos processed in {s.seconds:.1f} s ({s.photos_per_second:.1f} photos/s)" if s.processed else "nothing to do")
+    return _print_summary(s.root, s.complete, s.missing_batches, s.accepted, s.rejected)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from aniportraitgan.frontend.prepare import merge
+
+    complete, missing, counts = merge(args.dataset, args.others)
+    accepted = counts.pop("accepted", 0)
+    return _print_summary(args.dataset, complete, missing, accepted, dict(counts))

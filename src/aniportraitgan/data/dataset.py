@@ -181,6 +181,23 @@ def build_card(
     return card
 
 
+def write_dataset(
+    root: str | os.PathLike,
+    labels: Mapping[str, np.ndarray],
+    resolution: int,
+    face_resolution: int,
+    generator: str,
+    generator_version: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Finish a dataset folder whose images are written: the labels file, then the card (both
+    atomic; the card last, so a reader never sees a card whose labels are not there yet)."""
+    card = build_card(labels, resolution, face_resolution, generator, generator_version, **extra)
+    save_labels(Path(root) / LABELS_FILE, labels)
+    write_card(root, card)
+    return card
+
+
 def write_card(root: str | os.PathLike, card: Mapping[str, Any]) -> None:
     data = json.dumps(card, indent=2, sort_keys=False).encode() + b"\n"
     atomic_write_bytes(Path(root) / CARD_FILE, data)
@@ -225,6 +242,17 @@ def read_png(path: Path, size: int | None = None) -> np.ndarray:
     if size is not None and arr.shape[:2] != (size, size):
         raise AssetError(f"image {path} is {arr.shape[1]}x{arr.shape[0]}, the card says {size}x{size}")
     return arr
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1) -> None:
+    """Write an RGB uint8 image [H, W, 3] as PNG, atomically (zlib level 1: fast, a little larger)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def image_to_tensor(img: np.ndarray, size: int | None = None) -> torch.Tensor:
