@@ -7,21 +7,22 @@ import pytest
 import torch
 
 from aniportraitgan.render.appearance import (
+    AppearanceConfig,
+    clothing_mask,
+    hair_mask,
+    paint_texture,
+    sample_appearance,
+)
+from aniportraitgan.render.extra_meshes import build_hair_shell, build_skirt
+from aniportraitgan.render.texels import (
     BROW,
     IRIS,
     LIPS,
     MOUTH,
     PUPIL,
     SCLERA,
-    AppearanceConfig,
-    build_hair_shell,
-    build_skirt,
-    clothing_mask,
-    hair_mask,
-    paint_texture,
     portrait_uv_layout,
     rasterize_uv,
-    sample_appearance,
     texel_geometry,
 )
 

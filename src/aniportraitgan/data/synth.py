@@ -45,15 +45,14 @@ from aniportraitgan.data.dataset import (
     write_card,
 )
 from aniportraitgan.errors import InputError, UserError
-from aniportraitgan.render import Light, MeshTopology, TexturedMesh
+from aniportraitgan.render import Light, MeshRenderer, MeshTopology, TexturedMesh
 from aniportraitgan.render.appearance import (
     AppearanceConfig,
-    build_hair_shell,
-    build_skirt,
     paint_texture,
-    portrait_uv_layout,
     sample_appearance,
 )
+from aniportraitgan.render.extra_meshes import build_hair_shell, build_skirt
+from aniportraitgan.render.texels import portrait_uv_layout, texel_geometry
 
 GENERATOR = "aniportraitgan.data.synth"
 GENERATOR_VERSION = "1"
@@ -248,16 +247,12 @@ class SynthWorker:
     @property
     def renderer(self):
         if self._renderer is None:
-            from aniportraitgan.render import MeshRenderer
-
             self._renderer = MeshRenderer(samples=self.config.msaa)
         return self._renderer
 
     @property
     def geo(self):
         if self._geo is None:
-            from aniportraitgan.render.appearance import texel_geometry
-
             self._geo = texel_geometry(self.body, self.config.resolved_texture_size())
         return self._geo
 
