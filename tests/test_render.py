@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from aniportraitgan.errors import InputError
-from aniportraitgan.render import Light, MeshRenderer, RenderBackendError, TexturedMesh, vertex_normals
+from aniportraitgan.render import (
+    Light,
+    MeshRenderer,
+    MeshTopology,
+    RenderBackendError,
+    TexturedMesh,
+    vertex_normals,
+)
 
 cameras = pytest.importorskip("aniportraitgan.cameras")
 
@@ -170,8 +177,6 @@ def test_bad_inputs_raise_input_error(renderer):
 
 
 def test_set_meshes_then_several_draws_match_render(renderer):
-    from aniportraitgan.render import MeshTopology
-
     v, faces = _cube((0.0, 0.0, 0.0), 0.1)
     uvs = np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]], np.float32)
     face_uvs = np.tile(np.array([0, 1, 2]), (len(faces), 1))

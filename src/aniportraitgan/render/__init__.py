@@ -1,15 +1,17 @@
 """Rendering of textured meshes (headless OpenGL) and procedural appearance for synthetic data."""
 
-from aniportraitgan.render.rasterizer import (
-    EGL_PACKAGES,
+from aniportraitgan.render.mesh import (
     Light,
-    MeshRenderer,
     MeshTopology,
-    RenderBackendError,
     RenderOutput,
     TexturedMesh,
     focal_pixels,
     vertex_normals,
+)
+from aniportraitgan.render.rasterizer import (
+    EGL_PACKAGES,
+    MeshRenderer,
+    RenderBackendError,
 )
 
 __all__ = [
