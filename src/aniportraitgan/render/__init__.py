@@ -5,6 +5,7 @@ from aniportraitgan.render.mesh import (
     MeshTopology,
     RenderOutput,
     TexturedMesh,
+    batch_vertex_normals,
     focal_pixels,
     vertex_normals,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "RenderBackendError",
     "RenderOutput",
     "TexturedMesh",
+    "batch_vertex_normals",
     "focal_pixels",
     "vertex_normals",
 ]

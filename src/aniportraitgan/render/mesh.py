@@ -1,6 +1,6 @@
 """What the rasterizer draws and returns: meshes, their render topology, the light, the output.
 
-Plain numpy, no GL: the body model, the synthetic data and the animation build these types
+Plain numpy (and torch for batches), no GL: the body model, the synthetic data and the animation build these types
 without a GL context. Units and axes follow `aniportraitgan.cameras` (scene metres, pinhole
 focal length from the vertical field of view).
 """
@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from aniportraitgan.errors import InputError
 
@@ -117,6 +118,16 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         n[:, k] = np.bincount(idx, weights=rep[:, k], minlength=len(v))
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return (n / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def batch_vertex_normals(verts, faces):
+    """Area-weighted unit vertex normals of a batch: verts [B, V, 3] (torch), faces [F, 3] long."""
+    tri = verts[:, faces]  # [B, F, 3, 3]
+    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    n = torch.zeros_like(verts)
+    for k in range(3):
+        n.index_add_(1, faces[:, k], fn)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def focal_pixels(fov_deg: float, height: int) -> float:
