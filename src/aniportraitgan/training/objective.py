@@ -6,8 +6,9 @@ latent codes into the discriminator loss (`d_phase`) and the generator loss (`g_
 
 - D phase: the non-saturating loss of each discriminator (D_whole, D_face, D_torso) on real and
   generated views, plus the lazy R1 phase on real images every `r1_every` steps (scaled by
-  the interval, StyleGAN2's lazy regularisation). The R1 term joins the same backward pass and
-  optimiser step as the main term (StyleGAN3's "Dboth" when both are due).
+  the interval, StyleGAN2's lazy regularisation). Unlike StyleGAN3's "Dreg" phase, which takes
+  its own optimiser step, the R1 term joins the main term's backward pass and optimiser step
+  (one Adam step per D step, as before this module existed: runs give the same numbers).
 - G phase: the weighted non-saturating terms; in stage 1 also the landmark loss of eq. 9 through
   the frozen R, and the deformation losses of eqs. 10-13 (`Rendered.aux.weighted`).
 - The views the discriminators see: the whole portrait, its torso crop and the face render
