@@ -22,6 +22,16 @@ from dataclasses import dataclass
 
 import torch
 
+from aniportraitgan.camera_checks import (
+    broadcast_batch,
+    check_fov,
+    check_hw,
+    check_points,
+    check_rotations,
+    check_tensor,
+    infer_dtype_device,
+    scalar_batch,
+)
 from aniportraitgan.errors import InputError
 from aniportraitgan.frames import opencv_to_opengl_c2w
 from aniportraitgan.rotations import invert_rigid, rigid
@@ -57,83 +67,6 @@ class MainCameraPlacement:
         return look_at_cameras(yaw, pitch, self.radius, self.fov_deg, None, placement=self, device=device)
 
 
-# --------------------------------------------------------------------------- validation helpers
-
-
-def _check_tensor(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise InputError(f"{name} must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise InputError(f"{name} contains NaN or inf")
-
-
-def _scalar_batch(x, name: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """A float, 0-d or 1-d value -> a 1-d float tensor (length 1 for scalars)."""
-    if isinstance(x, torch.Tensor):
-        t = x.to(device=device, dtype=dtype if not x.is_floating_point() else x.dtype)
-    else:
-        try:
-            t = torch.as_tensor(x, dtype=dtype, device=device)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"{name} must be a number or a 1-d tensor: {exc}") from None
-    if t.ndim == 0:
-        t = t[None]
-    if t.ndim != 1:
-        raise InputError(f"{name} must be a scalar or have shape [B], got {tuple(t.shape)}")
-    _check_tensor(t, name)
-    return t
-
-
-def _infer_dtype_device(*xs):
-    for x in xs:
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            return x.dtype, x.device
-    for x in xs:
-        if isinstance(x, torch.Tensor):
-            return torch.float32, x.device
-    return torch.float32, torch.device("cpu")
-
-
-def _broadcast_batch(named: dict[str, torch.Tensor]) -> int:
-    sizes = {n: t.shape[0] for n, t in named.items()}
-    B = max(sizes.values())
-    bad = {n: s for n, s in sizes.items() if s not in (1, B)}
-    if bad:
-        raise InputError(f"batch sizes do not match: {sizes}")
-    return B
-
-
-def _check_fov(fov: torch.Tensor, name: str = "fov_deg") -> None:
-    if ((fov <= 0) | (fov >= 180)).any():
-        raise InputError(f"{name} must be in (0, 180) degrees, got min {fov.min().item():.4g} max {fov.max().item():.4g}")
-
-
-def _check_rotations(R: torch.Tensor, name: str, B: int | None = None) -> None:
-    _check_tensor(R, name)
-    if R.ndim != 3 or tuple(R.shape[1:]) != (3, 3) or (B is not None and R.shape[0] != B):
-        want = f"[{B}, 3, 3]" if B is not None else "[B, 3, 3]"
-        raise InputError(f"{name} must have shape {want}, got {tuple(R.shape)}")
-    eye = torch.eye(3, dtype=R.dtype, device=R.device)
-    err = (R.transpose(-1, -2) @ R - eye).abs().amax()
-    if err > 1e-2 or (torch.det(R.float()) < 0).any():
-        raise InputError(f"{name} is not a rotation matrix (|R^T R - I| = {err.item():.3g} or det < 0)")
-
-
-def _check_points(x: torch.Tensor, name: str, B: int | None = None) -> None:
-    _check_tensor(x, name)
-    if x.ndim != 2 or x.shape[1] != 3 or (B is not None and x.shape[0] != B):
-        want = f"[{B}, 3]" if B is not None else "[B, 3]"
-        raise InputError(f"{name} must have shape {want}, got {tuple(x.shape)}")
-
-
-def _check_hw(H: int, W: int) -> None:
-    for n, v in (("H", H), ("W", W)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"{n} must be a positive int, got {v!r}")
-
-
 # --------------------------------------------------------------------------------- Cameras
 
 
@@ -145,16 +78,16 @@ class Cameras:
     fov_deg: torch.Tensor
 
     def __post_init__(self) -> None:
-        _check_tensor(self.c2w, "c2w")
+        check_tensor(self.c2w, "c2w")
         if self.c2w.ndim != 3 or tuple(self.c2w.shape[1:]) != (4, 4):
             raise InputError(f"c2w must have shape [B, 4, 4], got {tuple(self.c2w.shape)}")
         B = self.c2w.shape[0]
-        fov = _scalar_batch(self.fov_deg, "fov_deg", self.c2w.dtype, self.c2w.device).to(self.c2w.dtype)
+        fov = scalar_batch(self.fov_deg, "fov_deg", self.c2w.dtype, self.c2w.device).to(self.c2w.dtype)
         if fov.shape[0] == 1 and B != 1:
             fov = fov.expand(B)
         if fov.shape[0] != B:
             raise InputError(f"fov_deg must have shape [{B}] to match c2w, got {tuple(fov.shape)}")
-        _check_fov(fov)
+        check_fov(fov)
         self.fov_deg = fov
 
     # ---- container protocol
@@ -202,7 +135,7 @@ class Cameras:
 
     def intrinsics(self, H: int, W: int) -> torch.Tensor:
         """Pinhole matrices K [B, 3, 3] (pixels) for an H x W image."""
-        _check_hw(H, W)
+        check_hw(H, W)
         f = self.focal(H)
         K = torch.zeros(len(self), 3, 3, dtype=self.dtype, device=self.device)
         K[:, 0, 0] = f
@@ -218,8 +151,8 @@ class Cameras:
         Depth is the camera-space z (metres along the viewing axis). Points with depth <= 0 are
         behind the camera and their uv is meaningless; callers mask them with ``depth > 0``.
         """
-        _check_hw(H, W)
-        _check_tensor(points, "points")
+        check_hw(H, W)
+        check_tensor(points, "points")
         if points.ndim == 2:
             points = points[None].expand(len(self), -1, -1)
         if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] not in (1, len(self)):
@@ -241,8 +174,8 @@ class Cameras:
 
         Returns origins [B, N, 3] (the camera centres) and unit directions [B, N, 3] in scene space.
         """
-        _check_hw(H, W)
-        _check_tensor(uv, "uv")
+        check_hw(H, W)
+        check_tensor(uv, "uv")
         if uv.ndim == 2:
             uv = uv[None].expand(len(self), -1, -1)
         if uv.ndim != 3 or uv.shape[-1] != 2 or uv.shape[0] not in (1, len(self)):
@@ -258,7 +191,7 @@ class Cameras:
 
     def pixel_centers(self, H: int, W: int) -> torch.Tensor:
         """Pixel-centre coordinates [H*W, 2] in row-major order: (j + 0.5, i + 0.5)."""
-        _check_hw(H, W)
+        check_hw(H, W)
         v, u = torch.meshgrid(
             torch.arange(H, dtype=self.dtype, device=self.device) + 0.5,
             torch.arange(W, dtype=self.dtype, device=self.device) + 0.5,
@@ -280,7 +213,7 @@ class Cameras:
         They reproduce ``project``: ``u = (x_ndc + 1) W / 2`` and ``v = (1 - y_ndc) H / 2``, so a
         framebuffer read with row 0 at the bottom must be flipped vertically to get image rows.
         """
-        _check_hw(H, W)
+        check_hw(H, W)
         if not 0 < near < far:
             raise InputError(f"need 0 < near < far, got near={near} far={far}")
         view = invert_rigid(opencv_to_opengl_c2w(self.c2w))
@@ -334,25 +267,25 @@ def look_at_cameras(
     ``placement`` given). Scalars broadcast to the batch. The up vector is scene +Y.
     """
     d = placement or MainCameraPlacement()
-    dtype, dev = _infer_dtype_device(yaw, pitch, radius, fov_deg, look_at)
+    dtype, dev = infer_dtype_device(yaw, pitch, radius, fov_deg, look_at)
     if device is not None:
         dev = torch.device(device)
-    yaw_t = _scalar_batch(yaw, "yaw", dtype, dev)
-    pitch_t = _scalar_batch(pitch, "pitch", dtype, dev)
-    radius_t = _scalar_batch(d.radius if radius is None else radius, "radius", dtype, dev)
-    fov_t = _scalar_batch(d.fov_deg if fov_deg is None else fov_deg, "fov_deg", dtype, dev)
+    yaw_t = scalar_batch(yaw, "yaw", dtype, dev)
+    pitch_t = scalar_batch(pitch, "pitch", dtype, dev)
+    radius_t = scalar_batch(d.radius if radius is None else radius, "radius", dtype, dev)
+    fov_t = scalar_batch(d.fov_deg if fov_deg is None else fov_deg, "fov_deg", dtype, dev)
     if look_at is None:
         look_at = d.look_at
     target = torch.as_tensor(look_at, dtype=dtype, device=dev) if not isinstance(look_at, torch.Tensor) else look_at.to(device=dev, dtype=dtype)
     if target.ndim == 1:
         target = target[None]
-    _check_points(target, "look_at")
+    check_points(target, "look_at")
     if (radius_t <= 0).any():
         raise InputError(f"radius must be > 0, got min {radius_t.min().item():.4g}")
-    _check_fov(fov_t)
+    check_fov(fov_t)
     if (pitch_t.abs() > MAX_ABS_PITCH).any():
         raise InputError(f"pitch must be within +-{MAX_ABS_PITCH:.4f} rad ({math.degrees(MAX_ABS_PITCH):.0f} deg), got {pitch_t.abs().max().item():.4g}")
-    B = _broadcast_batch({"yaw": yaw_t, "pitch": pitch_t, "radius": radius_t, "fov_deg": fov_t, "look_at": target})
+    B = broadcast_batch({"yaw": yaw_t, "pitch": pitch_t, "radius": radius_t, "fov_deg": fov_t, "look_at": target})
     yaw_t, pitch_t, radius_t, fov_t = (t.expand(B) for t in (yaw_t, pitch_t, radius_t, fov_t))
     target = target.expand(B, 3)
     eye = target + radius_t[:, None] * orbit_directions(yaw_t, pitch_t)
@@ -375,11 +308,11 @@ def face_cameras(
     columns); yaw, pitch [B] or scalars, radians relative to the head frame (0, 0 = in front of
     the face). The camera looks at the head centre from ``radius`` with up = head_rotation @ +Y.
     """
-    _check_points(head_center, "head_center")
+    check_points(head_center, "head_center")
     B = head_center.shape[0]
-    _check_rotations(head_rotation, "head_rotation", B)
-    yaw_t = _scalar_batch(yaw, "yaw", head_center.dtype, head_center.device)
-    pitch_t = _scalar_batch(pitch, "pitch", head_center.dtype, head_center.device)
+    check_rotations(head_rotation, "head_rotation", B)
+    yaw_t = scalar_batch(yaw, "yaw", head_center.dtype, head_center.device)
+    pitch_t = scalar_batch(pitch, "pitch", head_center.dtype, head_center.device)
     for name, t in (("yaw", yaw_t), ("pitch", pitch_t)):
         if t.shape[0] not in (1, B):
             raise InputError(f"{name} must have shape [{B}] (or be a scalar) to match head_center, got {tuple(t.shape)}")
@@ -401,8 +334,8 @@ def face_angles_from_main(
     if not isinstance(cams, Cameras):
         raise InputError(f"cams must be Cameras, got {type(cams).__name__}")
     B = len(cams)
-    _check_points(head_center, "head_center", B)
-    _check_rotations(head_rotation, "head_rotation", B)
+    check_points(head_center, "head_center", B)
+    check_rotations(head_rotation, "head_rotation", B)
     d_scene = cams.centers - head_center
     d_head = (d_scene[:, None, :] @ head_rotation.to(d_scene.dtype)).squeeze(1)  # R^T d
     x, y, z = d_head.unbind(-1)
