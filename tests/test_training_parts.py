@@ -4,19 +4,23 @@ config round trip, EMA, atomic checkpoints and their error messages."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 
 import pytest
 import torch
 
-from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.artefacts import CheckpointManager, load_checkpoint
-from aniportraitgan.training.config import TrainConfig
-from aniportraitgan.training.discriminator import Discriminator, MinibatchStd, build_discriminators
-from aniportraitgan.training.ema import EMA, ema_beta
+from aniportraitgan.crops import face_crop, torso_crop
+from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.generator import Aux
-from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty, torso_crop
+from aniportraitgan.training.config import TrainConfig
+from aniportraitgan.training.discriminator import (
+    Discriminator,
+    MinibatchStd,
+    build_discriminators,
+)
+from aniportraitgan.training.ema import EMA, ema_beta
+from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])
@@ -196,7 +200,11 @@ def test_checkpoint_of_another_config(tmp_path):
 
 def test_linear_landmarks_match_body_model():
     from aniportraitgan.body import PortraitBodyModel
-    from aniportraitgan.body.landmarks import LinearLandmarks, body_landmarks, landmark_loss
+    from aniportraitgan.body.landmarks import (
+        LinearLandmarks,
+        body_landmarks,
+        landmark_loss,
+    )
 
     body = PortraitBodyModel.load()
     lin = LinearLandmarks.fit(body, samples=128)
@@ -215,7 +223,6 @@ def test_linear_landmarks_match_body_model():
 
 def test_face_crop_follows_projected_head():
     from aniportraitgan.cameras import look_at_cameras
-    from aniportraitgan.training.losses import face_crop
 
     cams = look_at_cameras(torch.zeros(1), torch.zeros(1), 1.6, 20.0, torch.tensor([[0.0, 0.0, 0.0]]))
     head = torch.tensor([[0.0, 0.0, 0.0]])

@@ -30,13 +30,13 @@ import torch
 
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import FACE_FOV, FACE_RADIUS, face_angles_from_main, look_at_cameras, matching_face_cameras
+from aniportraitgan.crops import face_crop
 from aniportraitgan.data.dataset import face_path, portrait_path, write_png
 from aniportraitgan.frames import opencv_to_opengl_c2w
 from aniportraitgan.frontend import photos
 from aniportraitgan.frontend.detection import Detection, Detector
 from aniportraitgan.frontend.fitting import FitConfig, FitResult, Observations, blendshapes_to_body, fit, fit_body
 from aniportraitgan.frontend.photos import PhotoRejected, Similarity
-from aniportraitgan.training.losses import face_crop
 
 
 @dataclass

@@ -24,17 +24,12 @@ from torch import nn
 
 from aniportraitgan.body.landmarks import LinearLandmarks, landmark_loss
 from aniportraitgan.cameras import FACE_FOV, FACE_RADIUS, Cameras, look_at_cameras
+from aniportraitgan.crops import face_crop, torso_crop
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import Generator, Rendered, RenderOptions
 from aniportraitgan.latents import LabelSampler, LatentSample
 from aniportraitgan.training.config import TrainConfig
-from aniportraitgan.training.losses import (
-    d_loss,
-    face_crop,
-    g_loss,
-    r1_penalty,
-    torso_crop,
-)
+from aniportraitgan.training.losses import d_loss, g_loss, r1_penalty
 
 
 class PortraitObjective:
