@@ -30,8 +30,7 @@ from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.generator import DEFAULT_PSI, RenderOptions
 from aniportraitgan.images import check_resolution, to_uint8_images
 from aniportraitgan.latents import LatentSample
-from aniportraitgan.render import MeshRenderer, RenderBackendError
-from aniportraitgan.render.rasterizer import MeshTopology, TexturedMesh
+from aniportraitgan.render import MeshRenderer, MeshTopology, RenderBackendError, TexturedMesh
 
 DEFAULT_BATCH = 4
 BODY_ALBEDO = (206, 178, 160)  # plain skin-like grey-beige for the body-model view
