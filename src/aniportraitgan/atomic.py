@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,31 +28,40 @@ DISK_FULL_ERRNOS = {
     errno.EFBIG: "the file size limit was reached (ulimit -f)",
     errno.EDQUOT: "the disk quota is exceeded",
 }
+# What a short write reports without an errno (numpy's tofile: "4096 requested and 2016 written").
+_SHORT_WRITE = re.compile(r"requested and \d+ written")
 
 
 class DiskFullError(AssetError, OSError):
     """A write failed for lack of space (ENOSPC, EDQUOT) or the file size limit (EFBIG)."""
 
-    def __init__(self, message: str, code: int = errno.ENOSPC, filename: str | None = None):
+    def __init__(self, message: str, code: int = errno.ENOSPC, filename: str | None = None, reason: str = ""):
         super().__init__(message)
         self.message, self.errno, self.strerror, self.filename = message, code, os.strerror(code), filename
+        self.reason = reason
 
     def __str__(self) -> str:  # the message alone (OSError's would add "[Errno N]" and the name)
         return self.message
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in DISK_FULL_ERRNOS or (exc.errno is None and bool(_SHORT_WRITE.search(str(exc))))
 
 
 def disk_full_error(exc: OSError, path: str | os.PathLike) -> DiskFullError:
-    """The error to raise for a disk-full `exc` met while writing `path`."""
+    """The error to raise for a disk-full `exc` met while writing `path` (a `DiskFullError`
+    about a file inside `path` is said again about `path`)."""
     if isinstance(exc, DiskFullError):
-        return exc
-    code = exc.errno if exc.errno in DISK_FULL_ERRNOS else errno.ENOSPC
-    return DiskFullError(f"cannot write {path}: {DISK_FULL_ERRNOS[code]} ({errno.errorcode[code]}); nothing "
+        code, reason = exc.errno, exc.reason
+    elif exc.errno in DISK_FULL_ERRNOS:
+        code, reason = exc.errno, f"{DISK_FULL_ERRNOS[exc.errno]} ({errno.errorcode[exc.errno]})"
+    else:
+        code, reason = errno.ENOSPC, "a short write: the disk is full or the file size limit was reached"
+    return DiskFullError(f"cannot write {path}: {reason}; nothing "
                          f"partial was kept. Free some space in {Path(path).parent} (or raise the limit) and run "
-                         f"again", code, str(path))
+                         f"again", code, str(path), reason)
 
 
 @contextmanager

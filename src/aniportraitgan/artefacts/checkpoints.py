@@ -33,7 +33,7 @@ from safetensors.torch import save as st_save_bytes
 
 from aniportraitgan.artefacts.checksummed import cpu_tensors
 from aniportraitgan.artefacts.run_lock import owner_is_dead, owner_tag
-from aniportraitgan.atomic import fsync_dir, write_synced
+from aniportraitgan.atomic import disk_full_error, fsync_dir, is_disk_full, write_synced
 from aniportraitgan.errors import AssetError
 
 FORMAT_VERSION = 1
@@ -143,8 +143,10 @@ class CheckpointManager:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)  # a partial folder would fill a full disk further
+            if is_disk_full(exc):
+                raise disk_full_error(exc, final) from None
             raise
         fsync_dir(self.dir)
         self._prune(final)
