@@ -21,6 +21,7 @@ from aniportraitgan.animation.keyframe_files import DEFAULT_FRAMES_BETWEEN_PRESE
 from aniportraitgan.animation.keyframes import POSE_FORMATS
 from aniportraitgan.animation.presets import PRESET_NAMES
 from aniportraitgan.animation.video import check_output_path, video_format
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.images import check_resolution
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"frames rendered per batch (default {DEFAULT_BATCH})")
     p.add_argument("--no-cache", action="store_true", help="recompute the per-identity work every frame (slower)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

@@ -18,6 +18,7 @@ import torch
 
 from aniportraitgan.animation.bench import bench_generator, machine_name, summary_line
 from aniportraitgan.body.bench import bench_body
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 
 
@@ -37,7 +38,7 @@ def _register_generator(sub) -> None:
     g.add_argument("--warmup", type=int, default=1, help="untimed runs before each row")
     g.add_argument("--resolutions", default="128,512", help="comma-separated portrait resolutions")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_option(g)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--geometry-res", type=int, default=128,
                    help="also time larger portraits with deformation and M on this ray grid "
@@ -67,8 +68,6 @@ def run_generator(args: argparse.Namespace) -> int:
 def _set_device_and_threads(args: argparse.Namespace) -> None:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
 
 # ------------------------------------------------------------------ bench body
@@ -79,7 +78,7 @@ def _register_body(sub) -> None:
     b = sub.add_parser("body", help="ms per forward call of the portrait body model at batch 1 and 64")
     b.add_argument("--repeats", type=int, default=20, help="timed repeats per batch size (median reported)")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_option(b)
     b.set_defaults(func=run_body)
 
 

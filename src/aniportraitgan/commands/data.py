@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 
 
@@ -20,6 +21,7 @@ def register(subparsers) -> None:
     s.add_argument("--workers", type=int, default=2, help="processes, one GL context each (default 2)")
     s.add_argument("--msaa", type=int, default=None, help="MSAA samples (0 = off; default from SynthConfig)")
     s.add_argument("--long-hair", type=float, default=None, help="share of samples with long hair (default 0.3)")
+    add_threads_option(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_synth)
 
@@ -30,6 +32,7 @@ def register(subparsers) -> None:
     r.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     r.add_argument("--shard", default="0/1", help="i/n: do the i-th of n shares (other machines do the rest; then `data merge`)")
     r.add_argument("--batch", type=int, default=16, help="photos fitted together (default 16)")
+    add_threads_option(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_prepare)
 

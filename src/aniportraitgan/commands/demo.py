@@ -11,6 +11,7 @@ import argparse
 from aniportraitgan.animation.demo import render_demo
 from aniportraitgan.animation.video import check_writable_dir
 from aniportraitgan.artefacts import DEMO_NAME
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.images import check_resolution
@@ -28,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--resolution", type=int, default=None, help="portrait side (default: the model's)")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.metrics.control import ControlConfig
 from aniportraitgan.metrics.evaluate import EvalConfig, known_metrics, run_evaluation
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default=None, help="fail unless the checkpoint has this generator preset's config")
     p.add_argument("--compare", nargs="+", default=None, metavar="RUN.json", help="reports to print side by side")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_threads_option(p)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for real images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)

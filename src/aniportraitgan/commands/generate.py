@@ -17,6 +17,7 @@ from aniportraitgan import inference
 from aniportraitgan.animation.stills import VIEW_YAW_RANGE, write_stills
 from aniportraitgan.animation.video import check_writable_dir
 from aniportraitgan.cameras import MAX_ABS_PITCH
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.images import check_resolution
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees (default 0)")
     p.add_argument("--batch", type=int, default=4, help="views rendered per batch")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from aniportraitgan.commands.threads import add_threads_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="web demo: a Gradio page with every control and preset videos",
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--ckpt", default="demo", help="'demo' (default), an exported generator .safetensors, a checkpoint or run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_option(p)
     p.add_argument("--concurrency", type=int, default=1, help="renders in flight at once (default 1)")
     p.add_argument("--cache-identities", type=int, default=8, help="identities kept in memory, LRU (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
