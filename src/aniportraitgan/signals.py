@@ -110,3 +110,12 @@ class GracefulStop:
     def __exit__(self, *exc) -> None:
         self._context.__exit__(*exc)
         self._context = None
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """For worker processes (a DataLoader's ``worker_init_fn``): SIGINT and SIGTERM are left to
+    the main process, which finishes its step and then ends its workers itself. (Ctrl-C and
+    SLURM signal every process; a worker that died of it would fail the step in progress.)"""
+    if _in_main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)

@@ -1,7 +1,8 @@
 """`aniportraitgan train --config tiny|paper --data DIR --out RUN --steps N [--resume] [--stage 1|2|both]`.
 
 Also runs under torchrun: `torchrun --nproc_per_node N -m aniportraitgan train ...` (one process
-per GPU, or gloo processes on CPU). The schedule and ablation options are the fields of
+per GPU, or gloo processes on CPU). The first SIGINT / SIGTERM finishes the step, writes a
+checkpoint and exits 130 / 143 (every rank at the same step); a second one stops at once. The schedule and ablation options are the fields of
 `TrainConfig` and `AblationConfig`; they override the chosen config.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options
@@ -83,5 +85,8 @@ def run(args: argparse.Namespace) -> int:
     opts.validate()  # before the config: a wrong option is the likelier mistake
     if not opts.data.exists():
         raise UserError(f"--data {opts.data} does not exist")
-    train(build_config(args), opts)
-    return 0
+    summary = train(build_config(args), opts)
+    code = int(summary.get("exit_code", 0))
+    if code:  # a stop signal: the step in progress finished and was checkpointed
+        print(f"train: stopped by a signal with a checkpoint in {opts.out}; --resume continues", file=sys.stderr)
+    return code

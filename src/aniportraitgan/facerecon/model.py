@@ -19,16 +19,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from aniportraitgan.atomic import atomic_path
+from aniportraitgan.artefacts.checksummed import read_checksummed, warn_unverified, write_checksummed
 from aniportraitgan.configs import Config
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.images import MIN_RESOLUTION
 
 KIND = "aniportraitgan-facerecon"
+WHAT = "face reconstruction weights"  # how errors name the file
 
 
 @dataclass
@@ -134,33 +133,31 @@ class FaceRecon(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Write the weights with the config in the metadata, checksummed (``artefacts.checksummed``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"kind": KIND, "config": json.dumps(self.config.to_dict(), sort_keys=True)}
         if extra:
             meta["extra"] = json.dumps(extra, sort_keys=True)
-        with atomic_path(path) as tmp:
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}, str(tmp), metadata=meta)
-        return path
+        return write_checksummed(path, self.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "FaceRecon":
-        """Read a saved R (frozen, eval mode). AssetError if missing, corrupted or not an R."""
+        """Read a saved R (frozen, eval mode). AssetError if missing, corrupted (its checksum
+        included) or not an R; a file written before checksums loads with a warning."""
         path = Path(path)
         if not path.is_file():
             raise AssetError(f"face reconstruction weights {path} do not exist (train them with `aniportraitgan facerecon train`)")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = dict(fh.metadata() or {})
-                state = {k: fh.get_tensor(k) for k in fh.keys()}
-        except Exception as exc:  # noqa: BLE001 - any parse failure is corruption
-            raise AssetError(f"face reconstruction weights {path} are corrupted ({exc})") from None
+        stored = read_checksummed(path, WHAT)
+        meta, state = stored.metadata, stored.tensors
         if meta.get("kind") != KIND:
             raise AssetError(f"{path} is not a face reconstruction network (metadata kind {meta.get('kind')!r})")
         try:
             cfg = FaceReconConfig.from_dict(json.loads(meta["config"]))
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise AssetError(f"{path}: unreadable FaceReconConfig in metadata ({exc})") from None
+        if not stored.checksummed:
+            warn_unverified(path, WHAT)
         model = cls(cfg)
         try:
             model.load_state_dict(state, strict=True)

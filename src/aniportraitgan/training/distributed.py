@@ -134,6 +134,15 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
+def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
+    """Elementwise maximum of small per-rank vectors (e.g. stop flags: any rank's says so)."""
+    if not is_enabled():
+        return list(values)
+    t = torch.tensor([float(v) for v in values], device=device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [float(v) for v in t.tolist()]
+
+
 def barrier() -> None:
     if is_enabled():
         dist.barrier()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from aniportraitgan.atomic import atomic_path
 from aniportraitgan.generator import Generator, RenderOptions
 from aniportraitgan.images import to_uint8
 from aniportraitgan.latents import LabelSampler
@@ -40,9 +41,9 @@ def sample_grid(G: Generator, sampler: LabelSampler, seed: int, n: int, st: Stag
 
 
 def save_grid(grid: torch.Tensor, path: Path) -> None:
-    """A uint8 [3, H, W] grid as PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    """A uint8 [3, H, W] grid as PNG (atomically: a full disk leaves no partial file)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

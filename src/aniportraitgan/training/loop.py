@@ -5,8 +5,8 @@ every generator sub-network except the manifold super-resolution U, against D_wh
 D_torso. Stage 2 freezes all of that (starting from the stage-1 EMA weights), and trains U with
 new high-resolution discriminators (portrait 512, face 256 in the paper).
 
-This module is the generic loop: stages, optimisers, EMA, resume, the wall-clock budget,
-logging, image grids and the checkpoint cadence. What each step minimises is
+This module is the generic loop: stages, optimisers, EMA, resume, the lock of the run folder,
+the stop on a budget or a signal (`stopping`), logging, image grids and the checkpoint cadence. What each step minimises is
 `objective.PortraitObjective` (one discriminator phase, then one generator phase); latent codes
 and cameras are resampled from the dataset's labels. Every step reseeds all random number
 generators (`rng`), so a resumed run continues bit-identically on CPU.
@@ -24,10 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from aniportraitgan.artefacts import (
-    PRIOR_KEY,
     CheckpointManager,
+    RunLock,
     config_diff,
-    export_generator,
     load_checkpoint,
     load_module_state,
     open_generator,
@@ -40,6 +39,7 @@ from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import Generator
 from aniportraitgan.latents import LabelSampler, LatentPrior
+from aniportraitgan.signals import ignore_stop_signals
 from aniportraitgan.training import distributed as dist_utils
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.discriminator import build_discriminators
@@ -50,11 +50,12 @@ from aniportraitgan.training.options import RunOptions
 from aniportraitgan.training.rng import (
     StepBatches,
     mix,
-    rng_state,
     seed_everything,
     set_rng_state,
 )
+from aniportraitgan.training import saving
 from aniportraitgan.training.run_dir import LOG, RunLog, prepare_run_dir
+from aniportraitgan.training.stopping import StopCheck
 
 BAR_KEYS = ("D_whole", "D_face", "D_torso", "G_total", "landmark", "images_per_s")
 
@@ -91,7 +92,7 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
         self.scaler: torch.amp.GradScaler | None = None
         self.log: RunLog | None = None  # rank 0, once the run folder is set up
-        self.deadline: float | None = None  # time.time() at which the budget is spent
+        self.stop: StopCheck | None = None  # while run() runs
         self.cur_nimg = 0  # images seen in the current stage (EMA ramp-up)
 
         seed_everything(cfg.seed)
@@ -119,7 +120,8 @@ class Trainer:
 
     def _setup_run_dir(self) -> None:
         if self.info.is_main:
-            prepare_run_dir(self.run_dir, self.cfg, self.ckpt, self.opts.resume, self.opts.stage)
+            prepare_run_dir(self.run_dir, self.cfg, self.ckpt, self.opts.resume, self.opts.stage, Path(self.opts.data),
+                            self.opts.facerecon)
         dist_utils.barrier()
         if not self.info.is_main:
             return
@@ -156,21 +158,31 @@ class Trainer:
 
     # ------------------------------------------------------------------- run
     def run(self) -> dict:
-        summary = {}
+        """Train the asked stages. The run folder is locked meanwhile (a second run on it fails at
+        once). The first SIGINT / SIGTERM ends the run after the current step with a checkpoint:
+        ``summary["exit_code"]`` is then 130 / 143 (0 otherwise); a second one stops at once."""
+        summary: dict = {"exit_code": 0}
+        lock = RunLock(self.run_dir, command="train") if self.info.is_main else None
         try:
-            self._setup_run_dir()
-            self.deadline = None if self.opts.max_minutes is None else time.time() + 60.0 * float(self.opts.max_minutes)
-            for stage in self.stages:
-                steps = self.cfg.stage(stage).steps if self.opts.steps is None else self.opts.steps
-                if stage == 2 and self.opts.stage2_steps is not None:
-                    steps = self.opts.stage2_steps
-                summary[f"stage{stage}"] = self._run_stage(stage, int(steps))
-                if summary[f"stage{stage}"].get("out_of_time"):
-                    break
+            with StopCheck.graceful_stop() as graceful:
+                if lock is not None:
+                    lock.acquire()
+                self.stop = StopCheck(self.info, self.device, self.opts.max_minutes, graceful)
+                self._setup_run_dir()
+                for stage in self.stages:
+                    steps = self.cfg.stage(stage).steps if self.opts.steps is None else self.opts.steps
+                    if stage == 2 and self.opts.stage2_steps is not None:
+                        steps = self.opts.stage2_steps
+                    summary[f"stage{stage}"] = result = self._run_stage(stage, int(steps))
+                    if result.get("out_of_time") or result.get("exit_code"):
+                        summary["exit_code"] = result.get("exit_code", 0)
+                        break
         finally:
             if self.log is not None:
                 self.log.close()
                 self.log = None
+            if lock is not None:
+                lock.release()
         return summary
 
     def _begin_stage(self, stage: int) -> StageRun:
@@ -202,11 +214,15 @@ class Trainer:
         if start >= steps:
             if info.is_main:
                 LOG.info("stage %d: checkpoint at step %d >= requested %d steps; nothing to do", stage, start, steps)
+                saving.export_if_stale(self, run, start)
             return {"steps": start, "resumed_at": start}
+        early = self._stop_early(run, start, start, steps, {}, save=False)  # a signal during the set-up
+        if early is not None:
+            return early
         batches = StepBatches(len(run.dataset), st.batch_size, info.rank, info.world_size, cfg.seed, stage, start, steps)
         loader = torch.utils.data.DataLoader(
             run.dataset, batch_sampler=batches, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=False, worker_init_fn=ignore_stop_signals,  # the main process decides
         )
         bar = None
         if info.is_main and self.opts.progress:
@@ -242,29 +258,33 @@ class Trainer:
                 if info.is_main and cfg.image_every and (done % cfg.image_every == 0 or done == steps):
                     self._log_images(run, done)
                 if done % cfg.checkpoint_every == 0 or done == steps:
-                    self._save(run, done, keep=(done == steps and stage == 1))
+                    saving.save(self, run, done, keep=(done == steps and stage == 1))
                 dist_utils.barrier()
                 if self.opts.on_step is not None:
                     self.opts.on_step(stage, done)
-                if done < steps and self._out_of_time():
-                    if done % cfg.checkpoint_every:
-                        self._save(run, done)
-                    dist_utils.barrier()
-                    if info.is_main:
-                        LOG.info("stage %d: time budget of %g min used up at step %d of %d; --resume continues",
-                                 stage, self.opts.max_minutes, done, steps)
-                    return {"steps": done, "resumed_at": start, "last_logs": last_logs, "out_of_time": True}
+                early = self._stop_early(run, start, done, steps, last_logs) if done < steps else None
+                if early is not None:
+                    return early
         finally:
             if bar is not None:
                 bar.close()
         return {"steps": steps, "resumed_at": start, "last_logs": last_logs}
 
-    def _out_of_time(self) -> bool:
-        """Whether the wall-clock budget is spent (rank 0 decides, so all ranks stop together)."""
-        if self.deadline is None:
-            return False
-        flag = {"stop": float(time.time() >= self.deadline) if self.info.is_main else 0.0}
-        return dist_utils.all_reduce_mean(flag, self.device)["stop"] > 0
+    def _stop_early(self, run: StageRun, start: int, done: int, steps: int, last_logs: dict, save: bool = True):
+        """The stage's summary when the budget or a signal ends it at step `done` (all ranks
+        agree, `stopping`), after a checkpoint of that step; None to go on. `save=False`:
+        before the first step (signals only, nothing new to save)."""
+        reason = self.stop.check(budget=save)
+        if reason is None:
+            return None
+        if save and done % self.cfg.checkpoint_every:
+            saving.save(self, run, done)
+        dist_utils.barrier()
+        if self.info.is_main:
+            LOG.info("stage %d: %s at step %d of %d; --resume continues", run.index,
+                     reason.describe(self.opts.max_minutes), done, steps)
+        return {"steps": done, "resumed_at": start, "last_logs": last_logs, "out_of_time": reason.out_of_time,
+                "exit_code": reason.exit_code}
 
     # ---------------------------------------------------------------- one step
     def _train_step(self, run: StageRun, step: int, batch: dict, gen: torch.Generator) -> dict[str, float]:
@@ -310,6 +330,8 @@ class Trainer:
                 self._init_generator(Path(opts.init))
                 return 0
             ck_path = Path(opts.init)
+        if ck_path is None and opts.resume and stage == 1 and self.info.is_main:
+            LOG.warning("--resume: %s holds no checkpoint: stage 1 starts from step 0", self.ckpt.dir)
         if ck_path is None:
             if stage == 2:
                 raise UserError(
@@ -365,32 +387,6 @@ class Trainer:
         self.G_ema.module.load_state_dict(state)
         if self.info.is_main:
             LOG.info("stage 1 fine-tunes the generator of %s (discriminators start fresh)", source)
-
-    def _save(self, run: StageRun, step: int, keep: bool = False) -> None:
-        if not self.info.is_main:
-            return
-        weights = {}
-        for prefix, module in (("G", self.G), ("G_ema", self.G_ema.module), (f"D{run.index}", run.Ds)):
-            for k, v in module.state_dict().items():
-                weights[f"{prefix}.{k}"] = v
-        state = {
-            "stage": run.index,
-            "step": step,
-            "cur_nimg": self.cur_nimg,
-            "opt_G": run.opt_G.state_dict(),
-            "opt_D": run.opt_D.state_dict(),
-            "rng": rng_state(),
-            "world_size": self.info.world_size,
-            "config_json": self.cfg.to_json(),
-        }
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        extra = {"generator_config": self.gen_cfg.to_dict(), PRIOR_KEY: run.prior.to_json()}
-        path = self.ckpt.save(run.index, step, weights, state, self.cfg.to_dict(), self.signature, keep=keep,
-                              extra_meta=extra)
-        export_generator(self.run_dir / "generator.safetensors", self.G_ema.module.state_dict(), self.gen_cfg.to_dict(),
-                         self.cfg.to_dict(), step=step, stage=run.index, prior=run.prior)
-        LOG.info("checkpoint %s", path)
 
     def _log_images(self, run: StageRun, step: int) -> None:
         grid = sample_grid(self.G_ema.module, run.objective.sampler, self.cfg.seed, self.cfg.grid_size,

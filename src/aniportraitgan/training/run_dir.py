@@ -1,26 +1,97 @@
-"""A run folder's files other than checkpoints: config.json (checked on resume), train.log, the
-TensorBoard events and the sample grids. Only rank 0 writes them."""
+"""A run folder's files other than checkpoints: config.json and inputs.json (what the run was
+started with, checked on resume), train.log, the TensorBoard events and the sample grids. Only
+rank 0 writes them.
+
+Exact resume needs the same run: ``--resume`` on a folder with checkpoints refuses a config that
+differs in anything but ``RESUMABLE_CHANGES`` (which schedule logging and saving, not what is
+learned), another dataset (the SHA-256 of its labels.npz; the folder may move) or another R.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from aniportraitgan.artefacts import CheckpointManager
-from aniportraitgan.atomic import atomic_write_bytes
+from aniportraitgan.artefacts import CheckpointManager, config_diff
+from aniportraitgan.atomic import atomic_write_bytes, is_disk_full
+from aniportraitgan.data.dataset import LABELS_FILE
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.grids import save_grid
 
 LOG = logging.getLogger("aniportraitgan.train")
+INPUTS_FILE = "inputs.json"
+RESUMABLE_CHANGES = ("checkpoint_every", "keep_every", "log_every", "image_every", "num_workers", "grid_size",
+                     "stage1.steps", "stage2.steps")
 
 
-def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ckpt: CheckpointManager, resume: bool, stage: str) -> None:
-    """Create `run_dir` and write config.json. A folder with checkpoints needs `resume` (or stage 2,
-    which starts from them); a resumed run must have the configuration it was started with."""
-    cfg_path = run_dir / "config.json"
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "generator_overrides" and k != "lr_scale":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(old: TrainConfig, new: TrainConfig) -> str:
+    """The fields that differ and would end exact resume ("" when none)."""
+    return config_diff(_flat(old.to_dict()), _flat(new.to_dict()), ignore=RESUMABLE_CHANGES)
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_inputs(data: Path, facerecon: Path | None) -> dict[str, Any]:
+    """What a run trains on besides its config: the dataset and R, by content."""
+    return {"data": str(Path(data).resolve()), "labels_sha256": _sha256(Path(data) / LABELS_FILE),
+            "facerecon": None if facerecon is None else str(Path(facerecon).resolve()),
+            "facerecon_sha256": _sha256(facerecon)}
+
+
+def _check_same_run(run_dir: Path, cfg: TrainConfig, inputs: dict[str, Any]) -> None:
+    cfg_path, inputs_path = run_dir / "config.json", run_dir / INPUTS_FILE
+    if cfg_path.exists():
+        try:
+            old = TrainConfig.from_json(cfg_path.read_text())
+        except InputError as exc:
+            raise AssetError(f"{cfg_path} is corrupted: {exc}") from None
+        diff = resume_conflicts(old, cfg)
+        if diff:
+            raise AssetError(
+                f"--resume: {run_dir} was started with another configuration ({diff}); exact resume needs "
+                f"the same one: resume with --config {cfg_path} and the same options, or use a new --out"
+            )
+    try:
+        before = json.loads(inputs_path.read_text())
+    except FileNotFoundError:
+        return  # written before inputs were recorded
+    except (OSError, ValueError) as exc:
+        raise AssetError(f"{inputs_path} is corrupted: {exc}") from None
+    for what, option in (("labels_sha256", "--data"), ("facerecon_sha256", "--facerecon")):
+        if before.get(what) != inputs[what]:
+            key = what.replace("_sha256", "").replace("labels", "data")
+            raise AssetError(
+                f"--resume: {run_dir} was trained with {option} {before.get(key)} ({what} "
+                f"{str(before.get(what))[:12]}), not {inputs[key]} ({str(inputs[what])[:12]}): resume with the "
+                f"same {option}, or use a new --out"
+            )
+
+
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ckpt: CheckpointManager, resume: bool, stage: str,
+                    data: Path, facerecon: Path | None = None) -> None:
+    """Create `run_dir` and write config.json and inputs.json. A folder with checkpoints needs
+    `resume` (or stage 2, which starts from them); a resumed run must be the run it continues."""
     run_dir.mkdir(parents=True, exist_ok=True)
     existing = ckpt.list()
     if existing and not resume and stage != "2":
@@ -28,18 +99,26 @@ def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ckpt: CheckpointManager, re
             f"{run_dir} already holds checkpoints ({existing[-1][2].name}); pass --resume to "
             f"continue that run or choose a new --out folder"
         )
-    if cfg_path.exists() and resume:
-        try:
-            old = TrainConfig.from_json(cfg_path.read_text())
-        except InputError as exc:
-            raise AssetError(f"{cfg_path} is corrupted: {exc}") from None
-        if old.model_signature() != cfg.model_signature():
-            raise AssetError(
-                f"{cfg_path} describes another configuration ({old.name}, ablation {old.ablation}) "
-                f"than the one requested ({cfg.name}, ablation {cfg.ablation}): "
-                f"resume with the same --config and ablation flags, or use a new --out"
-            )
-    atomic_write_bytes(cfg_path, (cfg.to_json() + "\n").encode())
+    inputs = run_inputs(data, facerecon)
+    if existing and resume:
+        _check_same_run(run_dir, cfg, inputs)
+    atomic_write_bytes(run_dir / "config.json", (cfg.to_json() + "\n").encode())
+    atomic_write_bytes(run_dir / INPUTS_FILE, (json.dumps(inputs, indent=2, sort_keys=True) + "\n").encode())
+
+
+class _LogFile(logging.FileHandler):
+    """train.log that says once, in one line, that the disk is full (logging's default prints a
+    traceback for every record); the next checkpoint then fails with a clear error."""
+
+    full = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if is_disk_full(sys.exc_info()[1]):
+            if not self.full:
+                self.full = True
+                print(f"warning: {self.baseFilename}: the disk is full, the log stops here", file=sys.stderr)
+            return
+        super().handleError(record)
 
 
 class RunLog:
@@ -48,7 +127,7 @@ class RunLog:
 
     def __init__(self, run_dir: Path, console: bool):
         self.run_dir = run_dir
-        self.handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")]
+        self.handlers: list[logging.Handler] = [_LogFile(run_dir / "train.log")]
         self.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         if console:
             self.handlers.append(logging.StreamHandler())
