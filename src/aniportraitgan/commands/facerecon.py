@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.facerecon import FaceReconConfig, FaceReconTrainConfig, train_facerecon
 
 TRAIN_FIELDS = ["steps", "batch_size", "lr", "holdout", "seed"]
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
     add_field_options(t, FaceReconTrainConfig, TRAIN_FIELDS, aliases={"batch_size": "--batch"})
     add_field_options(t, FaceReconConfig, MODEL_FIELDS)
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_threads_option(t)
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options
+from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
 
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
                    "stage 1: a trained generator to fine-tune ('demo', an exported .safetensors, a checkpoint or run folder)")
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_threads_option(p)
     p.add_argument("--batch", type=int, default=None, help="override the global batch size of the stages run")
     add_field_options(p, TrainConfig, SCHEDULE_FIELDS, aliases={"num_workers": "--workers"},
                       amp={"choices": ["bf16", "fp16", "none"]})
