@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aniportraitgan.animation.driving_formats import TRACK_KEYS, check_foreign_array, convert_components
 from aniportraitgan.animation.keyframes import (
     EXP_DIM,
     NUM_JOINTS,
@@ -92,7 +93,7 @@ def _read_components(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
             comps = {k: _frames_from_json_component(v, k) for k, v in data.items()}
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                unknown = set(z.files) - {"expression", "pose", "camera", "pose_format"}
+                unknown = set(z.files) - {"expression", "pose", "camera", "pose_format"} - set(TRACK_KEYS)
                 if unknown:
                     raise InputError(f"{path}: unknown arrays {sorted(unknown)}; expected expression, pose, camera, pose_format")
                 if "pose_format" in z.files:
@@ -113,6 +114,7 @@ def _read_components(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
 
 
 def _split_npy(arr: np.ndarray, path: Path) -> dict[str, np.ndarray]:
+    check_foreign_array(arr, path)  # e.g. the release's [N, 64] BFM expressions: say why not
     if arr.ndim == 3 and arr.shape[1:] == (NUM_JOINTS, 3):
         return {"pose": arr}
     if arr.ndim == 2 and arr.shape[1] == EXP_DIM:
@@ -132,14 +134,17 @@ def _split_npy(arr: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     )
 
 
-def load_keyframes(path: str | Path, pose_format: str | None = None) -> Keyframes:
+def load_keyframes(path: str | Path, pose_format: str | None = None, camera_format: str | None = None) -> Keyframes:
     """Load keyframes from .npz / .json / .npy (see the module docstring).
 
     ``pose_format`` None uses the file's stored ``pose_format`` (default "axis-angle"); giving
-    one that contradicts the file's is an error.
+    one that contradicts the file's is an error. The release's conventions (``pose_format``
+    ``release-euler`` / ``smpl-euler``, ``camera_format`` ``release``) are converted by
+    ``driving_formats``.
     """
     path = Path(path)
     comps, stored = _read_components(path)
+    comps, pose_format = convert_components(comps, pose_format, camera_format, stored, path)
     if pose_format is not None and pose_format not in POSE_FORMATS:
         raise InputError(f"pose_format must be one of {', '.join(POSE_FORMATS)}, got {pose_format!r}")
     if stored is not None and stored not in POSE_FORMATS:
@@ -191,12 +196,13 @@ def resolve_keyframes(spec: str | Path, pose_format: str | None = None) -> Keyfr
 
 def driving_keyframes(preset_name: str | None = None, expression=None, pose=None, camera=None,
                       pose_format: str | None = None, frames_between: int | None = None, smooth_window: int = 1,
-                      orbit_deg: float = 0.0) -> Keyframes:
+                      orbit_deg: float = 0.0, camera_format: str | None = None) -> Keyframes:
     """The clip ``aniportraitgan animate`` plays.
 
     A preset (default ``all`` when no file is given) and/or keyframe files per component
     (``expression``, ``pose`` with its ``pose_format``, ``camera``): a file replaces that component
-    of the preset; components must have the same number of frames, except that a single frame is
+    of the preset (``camera_format`` ``release`` reads the authors' (phi, theta) cameras);
+    components must have the same number of frames, except that a single frame is
     held for the whole clip. Then, in order: ``frames_between`` interpolation (None:
     ``DEFAULT_FRAMES_BETWEEN_PRESET`` for a preset alone, 0 with files), ``smooth_window``
     moving average, an ``orbit_deg`` camera yaw sweep."""
@@ -206,7 +212,8 @@ def driving_keyframes(preset_name: str | None = None, expression=None, pose=None
     base = preset(preset_name or "all") if (preset_name or not files) else None
     comps = {} if base is None else {"expression": base.expression, "pose": base.pose, "camera": base.camera}
     for name, path in files.items():
-        comps[name] = getattr(load_keyframes(path, pose_format if name == "pose" else None), name)
+        comps[name] = getattr(load_keyframes(path, pose_format if name == "pose" else None,
+                                             camera_format if name == "camera" else None), name)
     lengths = {k: v.shape[0] for k, v in comps.items()}
     n = max(lengths.values())
     for name, v in list(comps.items()):

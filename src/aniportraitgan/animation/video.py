@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from aniportraitgan.atomic import atomic_path, temp_path_beside
-from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.errors import AssetError, InputError, UserError
 
 VIDEO_FORMATS: dict[str, str] = {".mp4": "mp4", ".gif": "gif"}
 
@@ -236,3 +236,26 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(array))
     return path
+
+
+def mux_audio(video: str | os.PathLike, audio_source: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """`out` (.mp4): the video stream of `video` unchanged and the first audio stream of
+    `audio_source` (AAC), padded with silence or cut so that it lasts exactly as long as the
+    video. Written atomically; ffmpeg's failure is an AssetError with its reason."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise UserError(f"audio can only be muxed into an .mp4, not {out}")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+           "-i", str(video), "-i", str(audio_source), "-map", "0:v:0", "-map", "1:a:0",
+           "-c:v", "copy", "-c:a", "aac", "-b:a", "160k", "-af", "apad", "-shortest",
+           "-movflags", "+faststart", "-f", "mp4"]
+    with atomic_path(out) as tmp:
+        proc = subprocess.run(cmd + [str(tmp)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise AssetError(f"cannot add the audio of {audio_source} to {out}: {reason}")
+    return out

@@ -7,7 +7,8 @@ have the same number of frames, except that a single frame is held for the whole
 nothing given the ``all`` preset plays. Then, in order: ``--frames-between`` interpolation,
 ``--smooth`` moving average, ``--orbit`` camera sweep (``animation.driving_keyframes``).
 Everything is validated, and the output path checked, before the checkpoint is loaded or a
-frame rendered.
+frame rendered. ``--drive VIDEO|track.npz|take.csv`` and the authors' release formats
+(``--pose-format release-euler|smpl-euler``, ``--camera-format release``): `commands.animate_drive`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import math
 
 from aniportraitgan import inference
 from aniportraitgan.animation.animate import DEFAULT_BATCH, animate, generator_source
+from aniportraitgan.animation.driving_formats import RETARGET_POSE_FORMATS
 from aniportraitgan.animation.keyframe_files import DEFAULT_FRAMES_BETWEEN_PRESET, driving_keyframes
 from aniportraitgan.animation.keyframes import POSE_FORMATS
 from aniportraitgan.animation.presets import PRESET_NAMES
 from aniportraitgan.animation.video import check_output_path, video_format
+from aniportraitgan.commands.animate_drive import add_drive_options, run_drive
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.generator import DEFAULT_PSI
@@ -38,9 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=PRESET_NAMES, default=None, help="built-in keyframes (default: all, if no file is given)")
     p.add_argument("--expression", metavar="F", help="expression keyframes [N, 52] (.npy/.npz/.json)")
     p.add_argument("--pose", metavar="F", help="pose keyframes [N, 6, 3] (.npy/.npz/.json)")
-    p.add_argument("--pose-format", choices=POSE_FORMATS, default=None,
-                   help="pose file format (default: the file's own, else axis-angle)")
+    p.add_argument("--pose-format", choices=POSE_FORMATS + RETARGET_POSE_FORMATS, default=None,
+                   help="pose file format (default: the file's own, else axis-angle); release-euler / smpl-euler: "
+                        "the authors' release keyframes / SMPL joint Euler angles, retargeted")
     p.add_argument("--camera", metavar="F", help="camera keyframes [N, 2] yaw, pitch radians (.npy/.npz/.json)")
+    add_drive_options(p)
     p.add_argument("--frames-between", type=int, default=None,
                    help=f"frames inserted between keyframes (default {DEFAULT_FRAMES_BETWEEN_PRESET} for presets, 0 for files)")
     p.add_argument("--smooth", type=int, default=1, help="centred moving-average window in frames, odd (default 1: none)")
@@ -78,10 +83,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.drive is not None:
+        return run_drive(args)
     video_format(args.out)
     check_output_path(args.out)
     kf = driving_keyframes(args.preset, args.expression, args.pose, args.camera, args.pose_format,
-                           args.frames_between, args.smooth, args.orbit)
+                           args.frames_between, args.smooth, args.orbit, camera_format=args.camera_format)
     model = inference.load_inference_model(args.ckpt, args.device)
     source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution,
                               side_by_side=args.side_by_side, use_cache=not args.no_cache)

@@ -146,10 +146,13 @@ class Detector:
 
     `max_faces`: faces the landmarker looks for (2 is enough to tell "several faces").
     `segmentation`: compute the pose model's person mask.
+    `video`: frames of one clip in time order (mediapipe's VIDEO mode for faces, tracking mode
+    for the pose model: both follow the person from frame to frame instead of searching every
+    image); `detect` then needs each frame's increasing `timestamp_ms`.
     """
 
     def __init__(self, max_faces: int = 2, segmentation: bool = True, model_path: str | os.PathLike | None = None,
-                 min_confidence: float = 0.5) -> None:
+                 min_confidence: float = 0.5, video: bool = False) -> None:
         mp = import_mediapipe()
         task = face_landmarker_path(model_path)
         from mediapipe.tasks.python import vision
@@ -158,7 +161,7 @@ class Detector:
         self._mp = mp
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(task)),
-            running_mode=vision.RunningMode.IMAGE,
+            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
             num_faces=max_faces,
             min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence,
@@ -167,18 +170,22 @@ class Detector:
         )
         self._faces = vision.FaceLandmarker.create_from_options(options)
         self._pose = mp.solutions.pose.Pose(
-            static_image_mode=True, model_complexity=1, enable_segmentation=segmentation, min_detection_confidence=min_confidence
+            static_image_mode=not video, model_complexity=1, enable_segmentation=segmentation, min_detection_confidence=min_confidence
         )
         self.segmentation = segmentation
+        self.video = video
 
-    def detect(self, rgb: np.ndarray) -> Detection:
-        """Detections in an RGB uint8 image [H, W, 3]."""
+    def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Detection:
+        """Detections in an RGB uint8 image [H, W, 3] (a video frame: with its `timestamp_ms`)."""
+        if self.video and timestamp_ms is None:
+            raise ValueError("a video Detector needs each frame's timestamp_ms")
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"detect expects an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
         rgb = np.ascontiguousarray(rgb)
         H, W = rgb.shape[:2]
         det = Detection(size=(H, W))
-        res = self._faces.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        res = self._faces.detect_for_video(image, int(timestamp_ms)) if self.video else self._faces.detect(image)
         faces = []
         for k, pts in enumerate(res.face_landmarks):
             arr = np.array([(p.x * W, p.y * H, p.z * W) for p in pts], dtype=np.float32)
