@@ -171,7 +171,8 @@ def test_page_fits_a_phone(served, driver):
 
 
 def screenshot(out: Path) -> None:
-    """The README's picture: the demo page at desktop width, a changed pose and expression."""
+    """The README's picture: the demo page at desktop width, both cameras, a changed pose and
+    expression."""
     from selenium.webdriver.common.by import By
 
     reason = browser_missing()
@@ -184,12 +185,14 @@ def screenshot(out: Path) -> None:
             try:
                 d.get(url)
                 page_ready(d)
-                for el, value in (("seed", 7), ("yaw", 20), ("head-turn", -15), ("exp-smile", 0.8)):
+                for el, value in (("seed", 7), ("yaw", 15), ("head-turn", 10), ("exp-smile", 0.8)):
                     box = d.find_element(By.CSS_SELECTOR, f"#{el} input[type=number]")
                     box.clear()
                     box.send_keys(str(value), "\n")
                     time.sleep(1.0)
-                wait_for(d, lambda d: "seed7_" in image_src(d), "seed 7")
+                d.find_element(By.XPATH, "//*[@id='view']//label[contains(., 'both')]").click()
+                wait_for(d, lambda d: "seed7_both_" in image_src(d), "seed 7, both cameras")
+                d.find_element(By.TAG_NAME, "h2").click()  # no focused field in the picture
                 time.sleep(2.0)
                 d.execute_script("window.scrollTo(0, 0)")
                 height = d.execute_script("return document.body.scrollHeight")

@@ -40,6 +40,10 @@ CSS = """
 #status p { margin: 0; font-size: 0.9em; }
 @media (max-width: 640px) { .gradio-container { padding: 4px !important; } }
 """
+# Browser sessions whose page state the server keeps (about 0.25 MB each, least recent dropped;
+# Gradio's default of 10,000 would allow gigabytes), and worker threads for the handlers.
+SESSIONS = 256
+WORKER_THREADS = 8
 # HOOK(issue 15): driving by an uploaded talking video, with its audio, is not in the package
 # yet. When it lands, `_video_driving_section` gets the upload, the button and the handler.
 VIDEO_DRIVING_AVAILABLE = False
@@ -50,6 +54,9 @@ def gradio():
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The queue keeps a local record of past events (for its monitoring page) and summarises all
+    # of them with pandas after every event: 10,000 by default, a cost that grows with uptime.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "256")
     try:
         import gradio as gr
     except ModuleNotFoundError as exc:
@@ -60,7 +67,7 @@ def gradio():
 def _status(r) -> str:
     c = r.controls
     h, w = r.image.shape[:2]
-    timing = "cached" if r.cached else f"{r.ms:.0f} ms"
+    timing = f"{r.ms:.0f} ms" + (" (cached)" if r.cached else "")
     return f"{w}×{h} {c.view} · seed {c.seed} · ψ {c.psi:.2f} · {timing}"
 
 
@@ -217,6 +224,7 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -
         app.launch(
             server_name=host, server_port=port, prevent_thread_lock=not block, share=False, inbrowser=False,
             show_error=True, quiet=True, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
+            max_threads=WORKER_THREADS, state_session_capacity=SESSIONS,
             footer_links=["api", "settings"], theme=gr.themes.Default(), css=CSS,
         )
     except OSError as exc:
