@@ -27,7 +27,7 @@ from aniportraitgan.animation.keyframes import Keyframes
 from aniportraitgan.animation.video import VideoWriter
 from aniportraitgan.cameras import MainCameraPlacement
 from aniportraitgan.errors import InputError, UserError
-from aniportraitgan.generator import DEFAULT_PSI, RenderOptions
+from aniportraitgan.generator import DEFAULT_PSI, RenderOptions, check_psi
 from aniportraitgan.images import check_resolution, to_uint8_images
 from aniportraitgan.latents import LatentSample
 from aniportraitgan.render import MeshRenderer, MeshTopology, RenderBackendError, TexturedMesh
@@ -52,14 +52,12 @@ class GeneratorFrames:
 
     def __init__(self, model, seed: int, psi: float = DEFAULT_PSI, resolution: int | None = None,
                  use_cache: bool = True, view: str = "portrait") -> None:
-        if not isinstance(psi, (int, float)) or isinstance(psi, bool) or not np.isfinite(psi):
-            raise InputError(f"psi must be a finite number, got {psi!r}")
         if view not in ("portrait", "face"):
             raise InputError(f"view must be 'portrait' or 'face', got {view!r}")
         self.view = view
         self.model = model
         self.seed = seed
-        self.psi = float(psi)
+        self.psi = check_psi(psi)
         self.resolution = check_resolution(resolution if resolution is not None else model.portrait_resolution)
         self.z_id, self.eps = model.identity(seed)
         self.cache = None

@@ -9,6 +9,11 @@
           [N, 72] = expression | pose flattened (18) | camera.
 ``pose_format`` is ``"axis-angle"`` (default) or ``"euler-zyx"``: per joint (z, y, x) radians
 with R = Rz Ry Rx, converted to axis-angle on load.
+
+A file passed for one component (``animate --expression F``, ``--pose F``, ``--camera F``) is
+read as that component, whatever its shape looks like: a .npy must have that component's shape
+(or the [N, 72] layout, of which it takes the component's columns), a .npz / .json must hold
+that key. ``--expression cam.npy`` is an error naming the shape expected, not a camera path.
 """
 
 from __future__ import annotations
@@ -184,6 +189,42 @@ def save_keyframes(kf: Keyframes, path: str | Path, pose_format: str = "axis-ang
         raise InputError(f"keyframe file {path} must end in .npz, .npy or .json")
 
 
+COMPONENT_SHAPES = {"expression": f"[N, {EXP_DIM}]", "pose": f"[N, {NUM_JOINTS}, 3]", "camera": "[N, 2]"}
+
+
+def load_component(path: str | Path, name: str, pose_format: str | None = None, camera_format: str | None = None):
+    """The ``name`` component ("expression", "pose" or "camera") of a keyframe file passed for it."""
+    path = Path(path)
+    option = f"--{name} {path}"
+    if path.suffix.lower() == ".npy" and path.is_file():
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise AssetError(f"{path}: cannot read keyframes ({exc})") from None
+        check_foreign_array(arr, path)  # e.g. the release's [N, 64] BFM expressions: say why not
+        found = _split_npy(arr, path) if _npy_kind(arr) else {}
+        if name not in found:
+            other = _npy_kind(arr)
+            hint = f" (that is the shape of {other} keyframes: pass it with --{other})" if other else ""
+            raise InputError(f"{option}: a .npy of {name} keyframes must have shape {COMPONENT_SHAPES[name]} or "
+                             f"[N, {FLAT_DIM}], got {tuple(arr.shape)}{hint}")
+    else:
+        comps, _ = _read_components(path)
+        if name not in comps:
+            raise InputError(f"{option}: the file holds no {name!r} keyframes ({COMPONENT_SHAPES[name]}); "
+                             f"it has {', '.join(sorted(comps))}")
+    return getattr(load_keyframes(path, pose_format, camera_format), name)
+
+
+def _npy_kind(arr: np.ndarray) -> str | None:
+    """The component a .npy array's shape is (None: [N, 72] all of them, or none)."""
+    if arr.ndim == 3 and arr.shape[1:] == (NUM_JOINTS, 3):
+        return "pose"
+    if arr.ndim == 2 and arr.shape[1] in (EXP_DIM, 2):
+        return "expression" if arr.shape[1] == EXP_DIM else "camera"
+    return "all" if arr.ndim == 2 and arr.shape[1] == FLAT_DIM else None
+
+
 def resolve_keyframes(spec: str | Path, pose_format: str | None = None) -> Keyframes:
     """A preset name or a keyframe file path (what ``aniportraitgan animate`` accepts)."""
     if isinstance(spec, str) and spec in PRESET_NAMES:
@@ -212,8 +253,8 @@ def driving_keyframes(preset_name: str | None = None, expression=None, pose=None
     base = preset(preset_name or "all") if (preset_name or not files) else None
     comps = {} if base is None else {"expression": base.expression, "pose": base.pose, "camera": base.camera}
     for name, path in files.items():
-        comps[name] = getattr(load_keyframes(path, pose_format if name == "pose" else None,
-                                             camera_format if name == "camera" else None), name)
+        comps[name] = load_component(path, name, pose_format if name == "pose" else None,
+                                     camera_format if name == "camera" else None)
     lengths = {k: v.shape[0] for k, v in comps.items()}
     n = max(lengths.values())
     for name, v in list(comps.items()):

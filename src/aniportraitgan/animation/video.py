@@ -2,8 +2,11 @@
 
 Frames stream into a temporary file beside the destination (same folder, so the final
 ``os.replace`` is an atomic rename on one file system); only a complete video ever appears under
-the requested name. On any exception, KeyboardInterrupt included, the temporary file is removed
-and an existing file at the destination is left untouched.
+the requested name. On any exception, KeyboardInterrupt and SIGTERM included (the command line
+turns SIGTERM into one), the temporary file is removed and an existing file at the destination is
+left untouched. Before the rename the temporary file must decode: ffmpeg's exit status is checked
+(``ffmpeg_pipe``) and the mp4 decoded to the number of frames written; a full disk is an
+``atomic.DiskFullError``.
 
 ``check_output_path`` runs the checks a render would otherwise fail late on (supported suffix,
 existing writable folder, not a directory) so that commands call it before any rendering.
@@ -19,7 +22,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageSequence
 
-from aniportraitgan.atomic import atomic_path, temp_path_beside
+from aniportraitgan.animation.ffmpeg_pipe import FFmpegPipe
+from aniportraitgan.atomic import atomic_path, disk_full_error, is_disk_full, reporting_disk_full, temp_path_beside
 from aniportraitgan.errors import AssetError, InputError, UserError
 
 VIDEO_FORMATS: dict[str, str] = {".mp4": "mp4", ".gif": "gif"}
@@ -128,24 +132,35 @@ class VideoWriter:
                 padded = np.full((H + H % 2, W + W % 2, 3), 255, np.uint8)
                 padded[:H, :W] = a
                 a = padded
-            self._ffmpeg.send(a)
+            with reporting_disk_full(self.path):
+                self._ffmpeg.send(a)
         self.frame_count += 1
 
     def write_many(self, frames: Iterable) -> None:
         for f in frames:
             self.write(f)
 
-    def _start_ffmpeg(self, H: int, W: int):
-        import imageio_ffmpeg
+    def _start_ffmpeg(self, H: int, W: int) -> FFmpegPipe:
+        return FFmpegPipe(self._tmp, W + W % 2, H + H % 2, self.fps, self.quality)
 
-        size = (W + W % 2, H + H % 2)
-        gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), size, fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=1,
-            output_params=["-f", "mp4", "-movflags", "+faststart"], ffmpeg_log_level="error",
-        )
-        gen.send(None)  # start the process
-        return gen
+    def _check_decodes(self) -> None:
+        """The temporary file must decode to the frames written (a gif may merge equal ones)."""
+        try:
+            if self.format == "gif":
+                with Image.open(self._tmp) as im:
+                    n = sum(1 for _ in ImageSequence.Iterator(im))
+                ok = 1 <= n <= self.frame_count
+            else:
+                import imageio_ffmpeg
+
+                n = imageio_ffmpeg.count_frames_and_secs(str(self._tmp))[0]
+                ok = n == self.frame_count
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means a broken file
+            raise AssetError(f"the video written for {self.path} does not decode ({str(exc).splitlines()[0]}); "
+                             f"{self.path} was left as it was") from None
+        if not ok:
+            raise AssetError(f"the video written for {self.path} decodes to {n} frames, not {self.frame_count}; "
+                             f"{self.path} was left as it was")
 
     # -- finishing ---------------------------------------------------------------------------
     def close(self) -> Path:
@@ -161,12 +176,15 @@ class VideoWriter:
                            duration=max(20, int(round(1000.0 / self.fps))), loop=0, optimize=False)
                 self._gif_frames = []
             else:
-                gen, self._ffmpeg = self._ffmpeg, None
-                gen.close()  # waits for ffmpeg to finish the file; raises if ffmpeg failed
+                pipe, self._ffmpeg = self._ffmpeg, None
+                pipe.finish()  # waits for ffmpeg; raises if it failed
+            self._check_decodes()
             os.replace(self._tmp, self.path)
             self._tmp = None
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if is_disk_full(exc):
+                raise disk_full_error(exc, self.path) from None
             raise
         self._closed = True
         return self.path
@@ -176,11 +194,8 @@ class VideoWriter:
         self._closed = True
         self._gif_frames = []
         if self._ffmpeg is not None:
-            gen, self._ffmpeg = self._ffmpeg, None
-            try:
-                gen.close()
-            except BaseException:  # noqa: BLE001 - the file is being discarded anyway
-                pass
+            pipe, self._ffmpeg = self._ffmpeg, None
+            pipe.kill()
         if self._tmp is not None:
             try:
                 os.unlink(self._tmp)

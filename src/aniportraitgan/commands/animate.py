@@ -24,9 +24,10 @@ from aniportraitgan.animation.keyframes import POSE_FORMATS
 from aniportraitgan.animation.presets import PRESET_NAMES
 from aniportraitgan.animation.video import check_output_path, video_format
 from aniportraitgan.commands.animate_drive import add_drive_options, run_drive
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
-from aniportraitgan.generator import DEFAULT_PSI
+from aniportraitgan.generator import DEFAULT_PSI, check_psi
 from aniportraitgan.images import check_resolution
 
 MAX_FRAMES_BETWEEN = 1000
@@ -58,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute the per-identity work every frame (slower)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     add_threads_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=_run)
 
 
@@ -67,8 +68,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if not (math.isfinite(args.fps) and 0 < args.fps <= 240):
         raise UserError(f"--fps must be in (0, 240], got {args.fps}")
-    if not math.isfinite(args.psi):
-        raise UserError(f"--psi must be a finite number, got {args.psi}")
+    check_psi(args.psi, "--psi")
     if args.resolution is not None:
         check_resolution(args.resolution, "--resolution", UserError)
     if args.batch < 1:
@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     model = inference.load_inference_model(args.ckpt, args.device)
     source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution,
                               side_by_side=args.side_by_side, use_cache=not args.no_cache)
-    result = animate(source, kf, args.out, fps=args.fps, batch_size=args.batch, progress=not args.quiet)
+    result = animate(source, kf, args.out, fps=args.fps, batch_size=args.batch, progress=not args.no_progress)
     H, W = result.size
     print(f"wrote {result.path}: {result.frames} frames {W}x{H} at {args.fps:g} fps "
           f"in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.2f} frames/s)")

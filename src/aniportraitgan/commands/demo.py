@@ -11,9 +11,10 @@ import argparse
 from aniportraitgan.animation.demo import render_demo
 from aniportraitgan.animation.video import check_writable_dir
 from aniportraitgan.artefacts import DEMO_NAME
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
-from aniportraitgan.generator import DEFAULT_PSI
+from aniportraitgan.generator import DEFAULT_PSI, check_psi
 from aniportraitgan.images import check_resolution
 
 MAX_FRAMES_BETWEEN = 1000
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--psi", type=float, default=DEFAULT_PSI)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     add_threads_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=_run)
 
 
@@ -39,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--frames-between must be in [0, {MAX_FRAMES_BETWEEN}], got {args.frames_between}")
     if args.resolution is not None:
         check_resolution(args.resolution, "--resolution", UserError)
+    check_psi(args.psi, "--psi")
     out = check_writable_dir(args.out, create=True)
     render_demo(out, args.ckpt, args.seed, args.frames_between, args.fps, args.resolution, args.psi, args.device,
-                progress=not args.quiet)
+                progress=not args.no_progress)
     return 0

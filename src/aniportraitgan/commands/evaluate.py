@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.metrics.control import ControlConfig
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     add_threads_option(p)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for real images")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_option(p, "progress bars")
     p.set_defaults(func=_run)
 
 
@@ -64,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics=args.metrics, num=args.num, num_real=args.num_real, resolution=args.resolution,
         face_resolution=args.face_resolution, batch=args.batch, extractor=args.extractor, psi=args.psi,
         seed=args.seed, kid_subset_size=args.kid_subset_size, control=control, facerecon=args.facerecon,
-        device=args.device, progress=not args.quiet, workers=args.workers, expected_preset=args.preset,
+        device=args.device, progress=not args.no_progress, workers=args.workers, expected_preset=args.preset,
     )
     cfg.validate()  # bad settings fail before the (slow) model load
     for path in args.compare or []:

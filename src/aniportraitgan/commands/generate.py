@@ -17,9 +17,10 @@ from aniportraitgan import inference
 from aniportraitgan.animation.stills import VIEW_YAW_RANGE, write_stills
 from aniportraitgan.animation.video import check_writable_dir
 from aniportraitgan.cameras import MAX_ABS_PITCH
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
-from aniportraitgan.generator import DEFAULT_PSI
+from aniportraitgan.generator import DEFAULT_PSI, check_psi
 from aniportraitgan.images import check_resolution
 
 MAX_SEEDS = 100_000
@@ -58,15 +59,14 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=4, help="views rendered per batch")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     add_threads_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=_run)
 
 
 def _check_args(args) -> None:
     if args.views < 0 or args.views == 1 or args.views > 64:
         raise UserError(f"--views must be 0 (none) or between 2 and 64, got {args.views}")
-    if not math.isfinite(args.psi):
-        raise UserError(f"--psi must be a finite number, got {args.psi}")
+    check_psi(args.psi, "--psi")
     for name in ("resolution", "face_resolution"):
         if getattr(args, name) is not None:
             check_resolution(getattr(args, name), f"--{name.replace('_', '-')}", UserError)
@@ -84,6 +84,6 @@ def _run(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out, create=True)  # before the (slow) model load and rendering
     model = inference.load_inference_model(args.ckpt, args.device)
     side = write_stills(model, seeds, out, args.psi, args.resolution, args.face_resolution, math.radians(args.yaw),
-                        math.radians(args.pitch), args.views, args.batch, progress=not args.quiet)
+                        math.radians(args.pitch), args.views, args.batch, progress=not args.no_progress)
     print(f"wrote {len(seeds)} seed(s) to {out} (stage {model.stage}, {side}px, psi {args.psi})")
     return 0

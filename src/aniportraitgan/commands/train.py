@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     add_field_options(p, TrainConfig, SCHEDULE_FIELDS, aliases={"num_workers": "--workers"},
                       amp={"choices": ["bf16", "fp16", "none"]})
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: write a checkpoint and stop when it runs out (continue with --resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p, "progress bar (log lines instead)")
     add_field_options(p.add_argument_group("ablations (paper Table 2)"), AblationConfig, ABLATION_FIELDS)
     p.set_defaults(func=run)
 

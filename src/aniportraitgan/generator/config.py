@@ -15,6 +15,18 @@ from aniportraitgan.errors import InputError
 
 # Truncation psi of rendering for viewing (the released model's default); training uses 1.
 DEFAULT_PSI = 0.7
+# psi 0 renders the average identity, 1 no truncation; outside that it extrapolates into garbage.
+PSI_RANGE = (0.0, 1.0)
+
+
+def check_psi(psi, name: str = "psi") -> float:
+    """psi as a float in ``PSI_RANGE``; ``InputError`` naming ``name`` otherwise (every renderer
+    of identities and the command lines use this one check)."""
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi) \
+            or not PSI_RANGE[0] <= psi <= PSI_RANGE[1]:
+        raise InputError(f"{name} must be a number in [{PSI_RANGE[0]:g}, {PSI_RANGE[1]:g}] "
+                         f"(0: the average identity, 1: no truncation), got {psi!r}")
+    return float(psi)
 
 
 @dataclass

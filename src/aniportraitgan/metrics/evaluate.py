@@ -44,7 +44,7 @@ from aniportraitgan.data.dataset import (
 )
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.facerecon import FaceRecon
-from aniportraitgan.generator import RenderOptions
+from aniportraitgan.generator import RenderOptions, check_psi
 from aniportraitgan.images import check_resolution
 from aniportraitgan.inference import load_inference_model, resolve_device
 from aniportraitgan.latents import LabelSampler
@@ -106,8 +106,7 @@ class EvalConfig:
         for name in ("resolution", "face_resolution"):
             if getattr(self, name) is not None:
                 check_resolution(getattr(self, name), name, UserError)
-        if not (isinstance(self.psi, (int, float)) and math.isfinite(self.psi)):
-            raise UserError(f"psi must be a finite number, got {self.psi!r}")
+        check_psi(self.psi)
         if self.workers < 0:
             raise UserError(f"workers must be >= 0, got {self.workers}")
         try:
