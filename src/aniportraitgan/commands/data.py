@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     r.add_argument("--resolution", type=int, default=512, help="portrait size in pixels; faces are half (default 512)")
     r.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     r.add_argument("--shard", default="0/1", help="i/n: do the i-th of n shares (other machines do the rest; then `data merge`)")
-    r.add_argument("--batch", type=int, default=16, help="photos fitted together (default 16)")
+    r.add_argument("--batch", type=int, default=64, help="photos fitted together; one resumable record each (default 64)")
     add_threads_option(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_prepare)

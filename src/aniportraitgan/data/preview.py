@@ -1,4 +1,7 @@
-"""A contact sheet of a dataset: portraits with their face images below, landmarks drawn."""
+"""A contact sheet of a dataset: portraits with their face images below, landmarks drawn.
+
+For real photos (`data prepare`) the portrait shows both the fitted body model's projected
+landmarks (green) and the detected ones they were fitted to (red), so a person can judge the fit."""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ def _draw_points(img, points: np.ndarray, scale: float, color=(0, 220, 0)) -> No
 
 def make_preview(root: str | os.PathLike, out: str | os.PathLike, num: int = 16, cols: int = 8, tile: int = 192, landmarks: bool = True) -> Path:
     """Write a grid of `num` samples (evenly spread over the dataset): each cell is the portrait
-    with its 68 landmarks (green) above the face image with its landmarks, both `tile` pixels."""
+    with its 68 landmarks (green; the detected ones in red where the dataset has them) above
+    the face image with its landmarks, both `tile` pixels."""
     from PIL import Image
 
     if num <= 0 or cols <= 0 or tile < 16:
@@ -42,6 +46,8 @@ def make_preview(root: str | os.PathLike, out: str | os.PathLike, num: int = 16,
         r, c = divmod(n, cols)
         por = Image.fromarray(read_png(portrait_path(root, i), card["resolution"])).resize((tile, tile), Image.BILINEAR)
         face = Image.fromarray(read_png(face_path(root, i), card["face_resolution"])).resize((tile, tile), Image.BILINEAR)
+        if landmarks and "detected_landmarks" in labels:
+            _draw_points(por, labels["detected_landmarks"][k], tile / card["resolution"], color=(230, 30, 30))
         if landmarks and "landmarks" in labels:
             _draw_points(por, labels["landmarks"][k], tile / card["resolution"])
         if landmarks and "face_landmarks" in labels:

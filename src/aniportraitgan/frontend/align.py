@@ -47,7 +47,7 @@ class AlignConfig:
     max_upsampling: float = 2.0  # "face too small" when the crop would enlarge the photo more
     several_faces_ratio: float = 0.5  # a second face at least this big (height ratio) = several faces
     min_shoulder_visibility: float = 0.5
-    max_outside: float = 0.03  # share of the crop side allowed past a photo edge the person touches
+    max_outside: float = 0.10  # share of the crop side allowed past a photo edge the person touches (edge pixels repeated)
     max_fit_error_px: float = 6.0  # mean landmark error at 512 pixels (scales with resolution)
     max_face_yaw_deg: float = 55.0  # face angles to the camera
     max_face_pitch_deg: float = 35.0
@@ -127,7 +127,7 @@ class Aligner:
             raise PhotoRejected(photos.FACE_TOO_SMALL, f"face {rec['face_px']:.0f} px high; the crop would enlarge the photo {upsampling:.1f}x")
 
     def _observations(self, items: list[_Item]) -> Observations:
-        lms, sh, shw, exp, rot = [], [], [], [], []
+        lms, sh, shw, exp, rot, torso = [], [], [], [], [], []
         for it in items:
             d, c = it.det, it.crop
             lms.append(c.apply(self.fit_body.correspondence.body68(torch.from_numpy(d.landmarks[:, :2])).numpy()))
@@ -135,8 +135,10 @@ class Aligner:
             shw.append((d.shoulder_visibility >= self.config.min_shoulder_visibility).astype(np.float32))
             exp.append(blendshapes_to_body(d.blendshapes, self.names))
             rot.append(d.face_matrix[:3, :3] if d.face_matrix is not None else np.eye(3))
+            dz, dx = d.shoulder_depth[0] - d.shoulder_depth[1], d.shoulders[0, 0] - d.shoulders[1, 0]
+            torso.append(math.atan2(dz, dx))
         t = lambda a: torch.from_numpy(np.stack(a).astype(np.float32))  # noqa: E731
-        return Observations(self.config.resolution, t(lms), None, t(sh), t(shw), t(exp), t(rot))
+        return Observations(self.config.resolution, t(lms), None, t(sh), t(shw), t(exp), t(rot), t(torso))
 
     @staticmethod
     def _moved(obs: Observations, sims: list[Similarity]) -> Observations:
@@ -256,8 +258,10 @@ class Aligner:
         for name, past, touching, reason in edges:
             if past and touching.size and touching.mean() > 0.02:
                 raise PhotoRejected(reason, f"the person reaches the photo's {name} edge inside the crop")
-        rgb = photos.warp(it.photo.rgb, work_crop, R, 255.0)
-        m = photos.warp(det.mask, crop, R, 0.0)
+        # Past the photo's edges its border pixels repeat: where the person reaches an edge (up
+        # to max_outside), the body continues instead of ending in a white band.
+        rgb = photos.warp(it.photo.rgb, work_crop, R)
+        m = photos.warp(det.mask, crop, R)
         return photos.white_background(rgb, m)
 
     def close(self) -> None:

@@ -53,8 +53,9 @@ class Detection:
     `landmarks` [478, 3]: the largest face's mesh points (u, v, depth; depth in the same pixel
     units as u, smaller = nearer the camera). `face_sizes`: the bounding-box height of each face
     found, largest first. `shoulders` [2, 2] and `shoulder_visibility` [2]: pose landmarks 11
-    (subject's left) and 12 (right); `shoulders_world` [2, 3] their metric positions (x right, y
-    down, z away from the camera, origin between the hips). `mask` [H, W] float32 in [0, 1]: the
+    (subject's left) and 12 (right); `shoulder_depth` [2] their relative depths (pixels, larger =
+    farther); `shoulders_world` [2, 3] their metric positions (x right, y down, z away from the
+    camera, origin between the hips). `mask` [H, W] float32 in [0, 1]: the
     person.
     """
 
@@ -66,6 +67,7 @@ class Detection:
     shoulders: np.ndarray | None = None
     shoulder_visibility: np.ndarray | None = None
     shoulders_world: np.ndarray | None = None
+    shoulder_depth: np.ndarray | None = None
     mask: np.ndarray | None = None
 
     @property
@@ -205,6 +207,7 @@ class Detector:
             ids = (POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER)
             det.shoulders = np.array([(lm[i].x * W, lm[i].y * H) for i in ids], dtype=np.float32)
             det.shoulder_visibility = np.array([lm[i].visibility for i in ids], dtype=np.float32)
+            det.shoulder_depth = np.array([lm[i].z * W for i in ids], dtype=np.float32)
             if pose.pose_world_landmarks is not None:
                 wl = pose.pose_world_landmarks.landmark
                 det.shoulders_world = np.array([(wl[i].x, wl[i].y, wl[i].z) for i in ids], dtype=np.float32)

@@ -38,9 +38,10 @@ from aniportraitgan.cameras import Cameras, look_at_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.frames import opencv_to_opengl_c2w
 from aniportraitgan.frontend.correspondence import GROUPS, SHOULDER_JOINTS, load_correspondence
-from aniportraitgan.rotations import matrix_to_axis_angle
+from aniportraitgan.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 NECK_SHARE = 0.4  # share of the head rotation on the neck joint (SynthPortraits' draw)
+FACE_STD = 0.3  # radians per unit of the face-rotation parameter (optimiser scale only, no prior)
 REF_RESOLUTION = 512  # pixel sigmas are given for a 512-pixel image and scale with it
 LANDMARK_GROUP_WEIGHTS = {"jaw": 0.5}  # the contour points follow the silhouette less exactly
 
@@ -72,6 +73,7 @@ class FitConfig:
     fit_fov: bool = False
     landmark_sigma_px: float = 2.0
     shoulder_sigma_px: float = 15.0
+    torso_sigma_deg: float = 20.0
     exp_sigma: float = 0.25
     huber: float = 3.0  # in sigmas
     priors: FitPriors = field(default_factory=FitPriors)
@@ -85,7 +87,10 @@ class Observations:
     (subject's left, right) and shoulder_weight [N, 2]; z_exp_init [N, 52] (e.g. blendshapes in
     body-model order) or None for neutral; head_rotation_camera [N, 3, 3] or None: the head's
     rotation in the camera frame with OpenGL axes (x right, y up, z toward the viewer), which is
-    the rotation part of mediapipe's facial transformation matrix.
+    the rotation part of mediapipe's facial transformation matrix. torso_angle [N] (radians) and
+    torso_weight [N]: the shoulder line's turn in depth, atan2(z_left - z_right, x_left - x_right)
+    in camera axes (x right, z away from the camera), e.g. from mediapipe pose's relative depths;
+    it is what tells the camera's yaw from the head's.
     """
 
     image_size: int
@@ -95,6 +100,8 @@ class Observations:
     shoulder_weight: torch.Tensor | None = None
     z_exp_init: torch.Tensor | None = None
     head_rotation_camera: torch.Tensor | None = None
+    torso_angle: torch.Tensor | None = None
+    torso_weight: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.landmarks = torch.as_tensor(self.landmarks, dtype=torch.float32)
@@ -108,7 +115,8 @@ class Observations:
         elif self.shoulder_weight is None:
             self.shoulder_weight = torch.ones(N, 2)
         for name, shape in (("landmark_weight", (N, 68)), ("shoulders", (N, 2, 2)), ("shoulder_weight", (N, 2)),
-                            ("z_exp_init", (N, 52)), ("head_rotation_camera", (N, 3, 3))):
+                            ("z_exp_init", (N, 52)), ("head_rotation_camera", (N, 3, 3)), ("torso_angle", (N,)),
+                            ("torso_weight", (N,))):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -116,6 +124,8 @@ class Observations:
             if tuple(value.shape) != shape or not torch.isfinite(value).all():
                 raise InputError(f"{name} must be a finite [{', '.join(map(str, shape))}] tensor, got {tuple(value.shape)}")
             setattr(self, name, value)
+        if self.torso_angle is not None and self.torso_weight is None:
+            self.torso_weight = torch.ones(N)
         if not torch.isfinite(self.landmarks).all():
             raise InputError("landmarks contain NaN or inf")
 
@@ -254,9 +264,10 @@ class _Problem:
         self.fov_p = torch.zeros(N)
         if init is not None:
             self.exp = init.z_exp.clone()
-            self.head_p = init.z_pose[:, 3] / (1 - NECK_SHARE) / self.head_std
             self.pose_p = init.z_pose[:, [1, 2, 4, 5]] / self.pose_std
             self.yaw_p, self.pitch_p = init.cam_yaw / self.yaw_std, init.cam_pitch / self.pitch_std
+            head = axis_angle_to_matrix(init.z_pose[:, 3] / (1 - NECK_SHARE))
+            self.face_p = matrix_to_axis_angle(self._camera_rotation().transpose(1, 2) @ head) / FACE_STD
             with torch.no_grad():
                 _, _, neck, _, size = body(self.z_id(), self.exp, init.z_pose)
             self.look_p = (init.cam_look_at - self._framing(neck, size)) / (pr.look_at_std * size[:, None])
@@ -266,14 +277,14 @@ class _Problem:
         else:
             self.exp = self.exp0.clone()
             self.yaw_p, self.pitch_p = torch.zeros(N), torch.zeros(N)
+            if obs.torso_angle is not None:  # the shoulder line turns by about -yaw in the camera
+                yaw = -obs.torso_angle * (obs.torso_weight > 0)
+                self.yaw_p = (yaw / self.yaw_std).clamp(-2.0, 2.0)
             self.pose_p = torch.zeros(N, 4, 3)
             self.look_p, self.radius_p = torch.zeros(N, 3), torch.zeros(N)
-            self.head_p = torch.zeros(N, 3)
+            self.face_p = torch.zeros(N, 3)
             if obs.head_rotation_camera is not None:
-                with torch.no_grad():
-                    _, _, neck, _, size = body(self.z_id(), self.exp, torch.zeros(N, 6, 3))
-                    R_cam = opencv_to_opengl_c2w(self.cameras(neck, size).c2w)[:, :3, :3]
-                    self.head_p = matrix_to_axis_angle(R_cam @ obs.head_rotation_camera) / self.head_std
+                self.face_p = matrix_to_axis_angle(obs.head_rotation_camera) / FACE_STD
         for t in self.tensors():
             t.requires_grad_(True)
         self.lm_weight = obs.landmark_weight * landmark_group_weights()
@@ -281,8 +292,8 @@ class _Problem:
     def tensors(self, rigid: bool = False) -> list[torch.Tensor]:
         cam = [self.yaw_p, self.pitch_p, self.look_p, self.fov_p if self.cfg.fit_fov else self.radius_p]
         if rigid:
-            return cam + [self.head_p]
-        return cam + [self.head_p, self.pose_p, self.exp] + ([] if self.fixed_id else [self.id_p])
+            return cam + [self.face_p]
+        return cam + [self.face_p, self.pose_p, self.exp] + ([] if self.fixed_id else [self.id_p])
 
     def z_id(self) -> torch.Tensor:
         if self.fixed_id:
@@ -290,8 +301,19 @@ class _Problem:
         z = self.id_p * self.cfg.priors.id_std
         return z.expand(self.N, -1) if self.shared else z
 
+    def _camera_rotation(self) -> torch.Tensor:
+        """The main camera's axes in scene space, OpenGL convention [N, 3, 3] (yaw, pitch only)."""
+        pitch = (self.pitch_p * self.pitch_std).clamp(-1.4, 1.4)
+        unit = look_at_cameras(self.yaw_p * self.yaw_std, pitch, 1.0, self.cfg.fov_deg, torch.zeros(1, 3))
+        return opencv_to_opengl_c2w(unit.c2w)[:, :3, :3]
+
+    def head_rotation(self) -> torch.Tensor:
+        """Head axis-angle w [N, 3] relative to the body: the face's rotation in the camera
+        (a parameter: it is what the landmarks pin down) carried into the scene by the camera."""
+        return matrix_to_axis_angle(self._camera_rotation() @ axis_angle_to_matrix(self.face_p * FACE_STD))
+
     def z_pose(self) -> torch.Tensor:
-        w = self.head_p * self.head_std
+        w = self.head_rotation()
         other = self.pose_p * self.pose_std
         return torch.stack([NECK_SHARE * w, other[:, 0], other[:, 1], (1 - NECK_SHARE) * w, other[:, 2], other[:, 3]], 1)
 
@@ -319,20 +341,26 @@ class _Problem:
         R = obs.image_size
         scale = R / REF_RESOLUTION
         lms, shoulders, neck, _, size = self.body(self.z_id(), self.exp, self.z_pose())
-        uv, _ = self.cameras(neck, size).project(torch.cat([lms, shoulders], 1), R, R)
+        cams = self.cameras(neck, size)
+        uv, _ = cams.project(torch.cat([lms, shoulders], 1), R, R)
         d_lm = (uv[:, :68] - obs.landmarks).norm(dim=-1)
         d_sh = (uv[:, 68:] - obs.shoulders).norm(dim=-1)
         e = (_huber(d_lm / (cfg.landmark_sigma_px * scale), cfg.huber) * self.lm_weight).sum(1)
         e = e + (_huber(d_sh / (cfg.shoulder_sigma_px * scale), cfg.huber) * obs.shoulder_weight).sum(1)
+        if obs.torso_angle is not None:
+            line = ((shoulders[:, 0] - shoulders[:, 1])[:, None] @ cams.c2w[:, :3, :3])[:, 0]  # camera axes
+            angle = torch.atan2(line[:, 2], line[:, 0])
+            e = e + 0.5 * ((angle - obs.torso_angle) / math.radians(cfg.torso_sigma_deg)).square() * obs.torso_weight
         cam = [self.yaw_p, self.pitch_p, self.fov_p if cfg.fit_fov else self.radius_p]
-        e = e + 0.5 * (self.head_p.square().sum(1) + self.pose_p.square().sum((1, 2)) + self.look_p.square().sum(1)
+        head = self.head_rotation() / self.head_std
+        e = e + 0.5 * (head.square().sum(1) + self.pose_p.square().sum((1, 2)) + self.look_p.square().sum(1)
                        + sum(c.square() for c in cam))
         e = e + 0.5 * ((self.exp - self.exp0) / cfg.exp_sigma).square().sum(1)
         total = e.sum()
         if not self.fixed_id:
             total = total + 0.5 * self.id_p.square().sum()
         if self.temporal_weight > 0 and self.N > 1:
-            series = torch.cat([self.head_p, self.pose_p.flatten(1), self.exp / cfg.exp_sigma, self.look_p,
+            series = torch.cat([head, self.pose_p.flatten(1), self.exp / cfg.exp_sigma, self.look_p,
                                 torch.stack(cam, 1)], 1)
             total = total + self.temporal_weight * (series[1:] - series[:-1]).square().sum()
         if details:

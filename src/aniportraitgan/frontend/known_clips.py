@@ -2,8 +2,7 @@
 with a SynthPortraits appearance (skin, eyes, lips, brows, clothing) into a video, and the errors
 of tracked keyframes against their truth.
 
-    frames = AppearanceBodyFrames(body, height=480, width=640)
-    write_video("known.mp4", render_frames(frames, known_answer_clip()), fps=25)
+    write_known_clip("known.mp4", known_answer_clip(), body, height=480, width=640)
     result = track_video("known.mp4")
     tracking_errors(known_answer_clip(), result.keyframes, body)
 
@@ -13,14 +12,18 @@ docs/animation.md records what `tracking_errors` measured; tests/test_track_know
 from __future__ import annotations
 
 import math
+import wave
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from aniportraitgan.animation.animate import make_mesh_renderer
+from aniportraitgan.animation.animate import make_mesh_renderer, render_frames
 from aniportraitgan.animation.keyframes import ARKIT_NAMES, Keyframes, joint_index
 from aniportraitgan.animation.presets import preset
+from aniportraitgan.animation.video import mux_audio, write_video
+from aniportraitgan.atomic import temp_path_beside
 from aniportraitgan.cameras import MainCameraPlacement
 from aniportraitgan.errors import InputError
 from aniportraitgan.render import Light, MeshTopology, TexturedMesh, batch_vertex_normals
@@ -81,6 +84,32 @@ class AppearanceBodyFrames:
                                      self.light, with_depth=False)
             frames.append(r.rgb)
         return np.stack(frames)
+
+
+def write_known_clip(path, keyframes: Keyframes, body, height: int = 240, width: int = 320, fps: float = 25.0,
+                     seed: int = 0, texture_size: int = 256, audio_hz: float | None = None,
+                     placement: MainCameraPlacement = WEBCAM_PLACEMENT):
+    """Render `keyframes` of the mean body with an appearance into an mp4 at `path`; with
+    `audio_hz` a sine tone of that pitch is muxed in (a driving video with sound)."""
+    frames = AppearanceBodyFrames(body, height=height, width=width, placement=placement, seed=seed, texture_size=texture_size)
+    try:
+        silent = write_video(temp_path_beside(path) if audio_hz else path, render_frames(frames, keyframes, progress=False), fps=fps)
+        if audio_hz:
+            try:
+                tone = temp_path_beside(Path(path).with_suffix(".wav"))
+                t = np.arange(int(16000 * (len(keyframes) / fps + 0.5))) / 16000.0
+                with wave.open(str(tone), "wb") as w:
+                    w.setnchannels(1)
+                    w.setsampwidth(2)
+                    w.setframerate(16000)
+                    w.writeframes((0.3 * 32767 * np.sin(2 * math.pi * audio_hz * t)).astype("<i2").tobytes())
+                mux_audio(silent, tone, path)
+            finally:
+                Path(silent).unlink(missing_ok=True)
+                tone.unlink(missing_ok=True)
+    finally:
+        frames.renderer.release()
+    return Path(path)
 
 
 def _angles_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> np.ndarray:

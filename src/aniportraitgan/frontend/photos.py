@@ -124,9 +124,10 @@ class Similarity:
         return np.array([[sx, 0.0, self.shift[0] + 0.5 * sx - 0.5], [0.0, sy, self.shift[1] + 0.5 * sy - 0.5]])
 
 
-def warp(image: np.ndarray, sim: Similarity, size: int, border: float) -> np.ndarray:
-    """Resample `image` ([H, W] or [H, W, C]) through `sim` into size x size; outside is `border`.
-    A large reduction first goes through an area resize, so that the crop is not aliased."""
+def warp(image: np.ndarray, sim: Similarity, size: int, border: float | None = None) -> np.ndarray:
+    """Resample `image` ([H, W] or [H, W, C]) through `sim` into size x size; outside the image
+    is `border`, or (None) its edge pixels repeated. A large reduction first goes through an area
+    resize, so that the crop is not aliased."""
     import cv2
 
     H, W = image.shape[:2]
@@ -135,9 +136,9 @@ def warp(image: np.ndarray, sim: Similarity, size: int, border: float) -> np.nda
         w, h = max(1, round(W * sim.scale)), max(1, round(H * sim.scale))
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         scale_xy = (w / W, h / H)
-    value = (border,) * (image.shape[2] if image.ndim == 3 else 1)
-    return cv2.warpAffine(image, sim.cv2_matrix(scale_xy), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=value)
+    mode = cv2.BORDER_REPLICATE if border is None else cv2.BORDER_CONSTANT
+    value = (0.0 if border is None else border,) * (image.shape[2] if image.ndim == 3 else 1)
+    return cv2.warpAffine(image, sim.cv2_matrix(scale_xy), (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=value)
 
 
 def white_background(rgb: np.ndarray, mask: np.ndarray, low: float = 0.25, high: float = 0.75) -> np.ndarray:

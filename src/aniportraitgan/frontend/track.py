@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from aniportraitgan.frontend.photos import Similarity
 from aniportraitgan.frontend.video_input import open_video
 
 REFERENCE_FPS = 25.0  # temporal_weight is given at this frame rate
+OBSERVATION_FIELDS = {f.name for f in fields(Observations)}  # the torso angle is used where the fit takes it
 
 
 @dataclass
@@ -73,6 +74,8 @@ class ClipDetections:
     shoulder_weight: np.ndarray  # [N, 2]
     blendshapes: np.ndarray  # [N, 52] body-model order
     head_rotation: np.ndarray  # [N, 3, 3] in the camera frame (OpenGL axes)
+    torso_angle: np.ndarray | None = None  # [N] radians: the shoulder line's turn in depth
+    torso_weight: np.ndarray | None = None  # [N] 1 where both shoulders and their depths were seen
 
     def __len__(self) -> int:
         return len(self.found)
@@ -85,7 +88,8 @@ def detect_frames(frames, fps: float, config: TrackConfig | None = None, total: 
     body = fit_body()
     names = body.expression_names
     corr = body.correspondence
-    rows: dict[str, list] = {k: [] for k in ("found", "landmarks", "shoulders", "shoulder_weight", "blendshapes", "head_rotation")}
+    rows: dict[str, list] = {k: [] for k in ("found", "landmarks", "shoulders", "shoulder_weight", "blendshapes", "head_rotation",
+                                             "torso_angle", "torso_weight")}
     size = None
     with Detector(max_faces=1, segmentation=False, min_confidence=cfg.min_confidence, video=True) as det, \
             tqdm(total=total, desc="track", unit="frame", disable=not progress, leave=False) as bar:
@@ -101,6 +105,10 @@ def detect_frames(frames, fps: float, config: TrackConfig | None = None, total: 
             else:
                 rows["shoulders"].append(np.zeros((2, 2), np.float32))
                 rows["shoulder_weight"].append(np.zeros(2, np.float32))
+            depth = getattr(d, "shoulder_depth", None)  # pose landmarks' relative depth, where detection gives it
+            seen = d.shoulders is not None and depth is not None and bool(rows["shoulder_weight"][-1].all())
+            rows["torso_angle"].append(math.atan2(depth[0] - depth[1], d.shoulders[0, 0] - d.shoulders[1, 0]) if seen else 0.0)
+            rows["torso_weight"].append(1.0 if seen else 0.0)
             rows["blendshapes"].append(blendshapes_to_body(d.blendshapes, names) if ok else np.zeros(len(names), np.float32))
             rows["head_rotation"].append(d.face_matrix[:3, :3] if ok and d.face_matrix is not None else np.eye(3))
             bar.update(1)
@@ -159,14 +167,17 @@ def observations(dets: ClipDetections, scale: np.ndarray, shift: np.ndarray, con
     idx = np.nonzero(dets.found)[0]
     s, t = scale[:, None, None], shift[:, None, :]
     f = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    extra = {}
+    if dets.torso_angle is not None and dets.torso_weight[idx].any() and "torso_angle" in OBSERVATION_FIELDS:
+        extra = {"torso_angle": f(dets.torso_angle[idx]), "torso_weight": f(dets.torso_weight[idx])}
     return Observations(config.crop_resolution, f(dets.landmarks[idx] * s + t), None, f(dets.shoulders[idx] * s + t),
-                        f(dets.shoulder_weight[idx]), f(dets.blendshapes[idx]), f(dets.head_rotation[idx]))
+                        f(dets.shoulder_weight[idx]), f(dets.blendshapes[idx]), f(dets.head_rotation[idx]), **extra)
 
 
 def _subset(obs: Observations, index: np.ndarray) -> Observations:
     k = torch.from_numpy(index)
-    return Observations(obs.image_size, obs.landmarks[k], obs.landmark_weight[k], obs.shoulders[k], obs.shoulder_weight[k],
-                        obs.z_exp_init[k], obs.head_rotation_camera[k])
+    return Observations(**{f.name: (getattr(obs, f.name)[k] if isinstance(getattr(obs, f.name), torch.Tensor) else getattr(obs, f.name))
+                           for f in fields(Observations)})
 
 
 def fit_clip(obs: Observations, fps: float, config: TrackConfig, progress: bool = True):
