@@ -109,10 +109,10 @@ def _read_components(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
             comps = _split_npy(arr, path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AssetError(f"{path}: not valid JSON ({exc})") from None
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise AssetError(f"{path}: cannot read keyframes ({exc})") from None
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged .npy/.npz raises many kinds (zipfile, ast, tokenize)
+        raise AssetError(f"{path}: cannot read keyframes ({type(exc).__name__}: {exc})") from None
     if not comps:
         raise InputError(f"{path}: holds none of expression, pose, camera")
     return comps, stored_format
@@ -199,8 +199,8 @@ def load_component(path: str | Path, name: str, pose_format: str | None = None, 
     if path.suffix.lower() == ".npy" and path.is_file():
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise AssetError(f"{path}: cannot read keyframes ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - as in _read_components
+            raise AssetError(f"{path}: cannot read keyframes ({type(exc).__name__}: {exc})") from None
         check_foreign_array(arr, path)  # e.g. the release's [N, 64] BFM expressions: say why not
         found = _split_npy(arr, path) if _npy_kind(arr) else {}
         if name not in found:

@@ -4,7 +4,8 @@ A checkpoint is a folder `RUN/checkpoints/s<stage>-<step:08d>/` holding
 - `weights.safetensors`: every network (prefixes `G.`, `G_ema.`, `D1.whole.`, `D2.face.`, ...);
 - `state.pt`: optimiser states, step, stage, RNG states (loaded with `weights_only=True`);
 - `meta.json`: format version, stage, step, the training config, its model signature and the
-  SHA-256 of the two files above.
+  SHA-256 of the two files above; sealed with its own SHA-256 (`checksummed.seal_json`), so a
+  flipped byte in it is an error too (folders written before that load unverified).
 The folder is written under a temporary name (`.tmp-<name>-<host>@<pid>`) and renamed into
 place, so a kill at any moment leaves either the complete checkpoint or none; a failed write
 (a full disk: `atomic.DiskFullError`) removes its temporary folder at once, and a later save
@@ -31,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
-from aniportraitgan.artefacts.checksummed import cpu_tensors
+from aniportraitgan.artefacts.checksummed import cpu_tensors, seal_json, verify_json
 from aniportraitgan.artefacts.run_lock import owner_is_dead, owner_tag
 from aniportraitgan.atomic import disk_full_error, fsync_dir, is_disk_full, write_synced
 from aniportraitgan.errors import AssetError
@@ -127,6 +128,7 @@ class CheckpointManager:
         }
         for key, value in (extra_meta or {}).items():
             meta.setdefault(key, value)
+        meta = seal_json(meta)
         tmp = self.dir / f".tmp-{name}-{owner_tag()}"
         try:
             if tmp.exists():
@@ -202,6 +204,9 @@ def load_checkpoint(path: str | Path, signature: str | None = None, map_location
         raise AssetError(f"checkpoint {path} is incomplete: meta.json is missing") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AssetError(f"checkpoint {path} is corrupted: meta.json unreadable ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(files, dict):
+        raise AssetError(f"checkpoint {path} is corrupted: meta.json is not a JSON object with 'files'")
+    verify_json(meta, f"checkpoint file {meta_path}")
     if meta.get("format") != FORMAT_VERSION:
         raise AssetError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
     if signature is not None and meta.get("signature") != signature:

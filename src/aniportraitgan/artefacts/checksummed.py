@@ -130,3 +130,31 @@ def warn_unverified(path: str | Path, what: str = "file") -> None:
     """Say that a file without a checksum was loaded unverified (it predates checksums)."""
     warnings.warn(f"{what} {path} has no checksum (written by an older version): its integrity cannot be "
                   f"verified; write it again (export or save it) to add one", UnverifiedFileWarning, stacklevel=3)
+
+
+# -------------------------------------------------------------- JSON records (meta.json)
+def _json_digest(record: Mapping) -> str:
+    body = {k: v for k, v in record.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_json(record: Mapping) -> dict:
+    """``record`` with the same two entries as a checksummed safetensors file's metadata
+    (``sha256`` of its canonical JSON without that entry, and ``checksum``)."""
+    out = {k: v for k, v in record.items() if k != CHECKSUM_KEY}
+    out[MARKER_KEY] = CHECKSUM_SCHEME
+    out[CHECKSUM_KEY] = _json_digest(out)
+    return out
+
+
+def verify_json(record: Mapping, where: str) -> bool:
+    """Check a record written by ``seal_json`` (True), or accept one written before (False:
+    neither entry). ``AssetError`` naming ``where`` when it does not match."""
+    claimed = record.get(CHECKSUM_KEY)
+    if claimed is None and MARKER_KEY not in record:
+        return False
+    if claimed is None:
+        raise AssetError(f"{where} is corrupted (it lost its {CHECKSUM_KEY!r} entry)")
+    if _json_digest(record) != claimed:
+        raise AssetError(f"{where} is corrupted (the SHA-256 of its content does not match the one it records)")
+    return True

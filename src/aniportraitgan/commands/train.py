@@ -16,7 +16,7 @@ from pathlib import Path
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options
 from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
-from aniportraitgan.errors import UserError
+from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
 
 # TrainConfig fields the command line may override (default: the config's value).
@@ -73,8 +73,11 @@ def _load_config(name: str) -> TrainConfig:
         path = Path(name)
         if not path.is_file():
             raise UserError(f"--config {path} does not exist")
-        cfg = TrainConfig.from_json(path.read_text())
-        cfg.validate()
+        try:
+            cfg = TrainConfig.from_json(path.read_bytes().decode())
+            cfg.validate()
+        except (InputError, UnicodeDecodeError) as exc:  # name the file: the message alone does not
+            raise UserError(f"--config {path}: {exc}") from None
         return cfg
     return TrainConfig.preset(name)
 
