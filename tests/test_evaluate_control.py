@@ -193,10 +193,10 @@ def test_expression_correlation():
 
 
 def test_control_metric_registry():
-    assert list(CONTROL_METRICS) == ["expression", "head_pose", "geometry", "multiview", "identity"]
+    assert list(CONTROL_METRICS) == ["expression", "head_pose", "geometry", "multiview", "identity", "response"]
     assert select_control_metrics(None) == tuple(CONTROL_METRICS)
     assert select_control_metrics(["identity", "geometry"]) == ("geometry", "identity")  # registry order
-    with pytest.raises(InputError, match="registered: expression, head_pose, geometry, multiview, identity"):
+    with pytest.raises(InputError, match="registered: expression, head_pose, geometry, multiview, identity, response"):
         select_control_metrics(["geometry", "lpips"])
 
 

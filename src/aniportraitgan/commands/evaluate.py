@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--control-num", type=int, default=256, help="samples for the control metrics")
     p.add_argument("--identities", type=int, default=8, help="identities for identity consistency")
     p.add_argument("--frames", type=int, default=8, help="frames per identity for identity consistency")
+    p.add_argument("--response-num", type=int, default=32,
+                   help="control response: the first N control samples, rendered once per probe (default 32)")
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--preset", default=None, help="fail unless the checkpoint has this generator preset's config")
     p.add_argument("--compare", nargs="+", default=None, metavar="RUN.json", help="reports to print side by side")
@@ -60,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.data is None or args.out is None:
         raise UserError("evaluate needs --data DIR and --out metrics.json with --ckpt")
-    control = ControlConfig(num=args.control_num, identities=args.identities, frames=args.frames)
+    control = ControlConfig(num=args.control_num, identities=args.identities, frames=args.frames,
+                            response_num=args.response_num)
     cfg = EvalConfig(
         metrics=args.metrics, num=args.num, num_real=args.num_real, resolution=args.resolution,
         face_resolution=args.face_resolution, batch=args.batch, extractor=args.extractor, psi=args.psi,

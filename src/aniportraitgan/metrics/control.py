@@ -39,6 +39,11 @@ renders each batch once, and hands the batch to every selected metric.
   compared. `multiview_mae` is the mean absolute colour error in 8-bit levels (0-255) over
   mutually visible pixels, symmetric in the two views; `multiview_visible` the fraction of
   foreground pixels that were mutually visible.
+* Control response [``response``] (no network needed; `metrics/response.py`): for each probe expression
+  (jawOpen, eyeBlink, smile, browInnerUp) on the face camera and each joint rotation (head turn,
+  nod, tilt, shoulder shrug) on the portrait, the mean pixel change inside the region the body
+  model says the probe moves, over the change in the rest of the body's footprint
+  (`response_<probe>`, with `_in` / `_out` in 8-bit levels), on the run's first `response_num` samples.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from .geometry import HEAD_BONES, SHOULDER_BONES, RegionSurface, geometry_values
 from .identity import identity_metrics
 from .recon_errors import expression_correlation, facerecon_errors
 from .reprojection import multiview_values
+from .response import response_metrics
 
 __all__ = [
     "CONTROL_METRICS",
@@ -87,9 +93,10 @@ class ControlConfig:
     depth_tolerance: float = 0.02  # relative depth agreement for "the same surface"
     alpha_threshold: float = 0.5  # foreground: accumulated opacity above this
     geometry_points: int = 2048  # foreground pixels per image lifted for the geometry metric
+    response_num: int = 32  # control response: the run's first samples, rendered 10 times each
 
     def validate(self) -> None:
-        for name in ("num", "identities", "frames", "geometry_points"):
+        for name in ("num", "identities", "frames", "geometry_points", "response_num"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"ControlConfig.{name} must be a positive int, got {v!r}")
@@ -162,14 +169,19 @@ class ControlRun:
                         torch.zeros_like(lat.z_pose[:1]).to(dev)).vertices[0]
         return {k: (m, RegionSurface.build(ref_mesh, body.faces, m)) for k, m in masks.items()}
 
+    def samples(self, sl: slice) -> LatentSample:
+        """Codes and camera labels of the samples `sl` (CPU)."""
+        lat = self.latents
+        return LatentSample(lat.z_id[sl], lat.z_exp[sl], lat.z_pose[sl], lat.eps[sl], lat.cam_yaw[sl],
+                            lat.cam_pitch[sl], lat.cam_radius[sl], lat.cam_fov[sl], lat.cam_look_at[sl])
+
     def batches(self) -> Iterator["ControlBatch"]:
         """The samples in batches, each rendered once from its main camera (portrait and face)."""
-        lat, n = self.latents, self.config.num
+        n = self.config.num
         steps = range(0, n, self.batch_size)
         for s in tqdm(steps, desc="control", unit="batch", disable=not self.progress, leave=False):
             sl = slice(s, min(n, s + self.batch_size))
-            part = LatentSample(lat.z_id[sl], lat.z_exp[sl], lat.z_pose[sl], lat.eps[sl], lat.cam_yaw[sl],
-                                lat.cam_pitch[sl], lat.cam_radius[sl], lat.cam_fov[sl], lat.cam_look_at[sl])
+            part = self.samples(sl)
             cams = part.cameras().to(self.device)
             codes = LatentSample(*(t.to(self.device) for t in (part.z_id, part.z_exp, part.z_pose, part.eps)))
             out = self.render(codes, cams, face_resolution=self.options.face_resolution)
@@ -280,6 +292,7 @@ register_control_metric("head_pose", lambda b: _head_pose_values(b.recon))
 register_control_metric("geometry", geometry_values)
 register_control_metric("multiview", multiview_values)
 register_control_metric("identity", reduce=identity_metrics)
+register_control_metric("response", reduce=response_metrics)
 
 # The metrics R's floor on real faces is measured for (`facerecon_dataset_errors`).
 R_METRICS = ("expression", "head_pose")
