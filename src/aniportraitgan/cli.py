@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aniportraitgan.commands import animate, assets, bench, data, demo, evaluate, facerecon, generate, serve, track, train
+from aniportraitgan.commands import (
+    animate, assets, bench, data, demo, evaluate, facerecon, generate, invert, serve, track, train,
+)
 from aniportraitgan.commands.threads import apply_threads
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.signals import signals_raise
 
 # Command modules, in the order --help shows them.
-COMMANDS = [assets, data, facerecon, train, generate, animate, track, evaluate, bench, demo, serve]
+COMMANDS = [assets, data, facerecon, train, generate, animate, track, invert, evaluate, bench, demo, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

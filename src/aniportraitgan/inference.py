@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from aniportraitgan.artefacts import open_generator
+from aniportraitgan.artefacts.identities import StoredIdentity, read_identity
 from aniportraitgan.cameras import Cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import Generator
@@ -105,4 +106,11 @@ def load_inference_model(
                           dict(stored.metadata))
 
 
-__all__ = ["InferenceModel", "load_inference_model", "resolve_device"]
+def load_identity(path: str | Path, model: InferenceModel) -> StoredIdentity:
+    """An identity file of ``aniportraitgan invert``, checked against ``model``: AssetError when it
+    is missing, corrupted, holds NaN, or was made for another generator. Render it by passing it
+    where a seed goes (``animation.GeneratorFrames``)."""
+    return read_identity(path, model.generator, model.stage)
+
+
+__all__ = ["InferenceModel", "load_identity", "load_inference_model", "resolve_device"]

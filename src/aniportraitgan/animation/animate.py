@@ -1,7 +1,8 @@
 """Render a keyframe clip of one identity into frames and videos.
 
 Frame sources turn a batch of keyframes into uint8 images [B, H, W, 3]:
-* ``GeneratorFrames``: the generator for one identity (seed -> z_id, eps). The identity cache
+* ``GeneratorFrames``: the generator for one identity (seed -> z_id, eps; or an identity file of
+  ``aniportraitgan invert``, ``inference.load_identity``). The identity cache
   (mapping outputs and, at stage 2, the super-resolved radiance maps) is built once and reused
   by every frame; frames are rendered in batches.
 * ``BodyFrames``: the driving body model of the same identity drawn with the project's
@@ -15,7 +16,7 @@ frames straight into a video (``VideoWriter``: atomic, nothing left behind on er
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from aniportraitgan.animation.keyframes import Keyframes
 from aniportraitgan.animation.video import VideoWriter
+from aniportraitgan.artefacts.identities import StoredIdentity
 from aniportraitgan.cameras import MainCameraPlacement
 from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.generator import DEFAULT_PSI, RenderOptions, check_psi
@@ -50,7 +52,7 @@ class GeneratorFrames:
     follows the head (the view D_face trains on), where expressions are easiest to see.
     """
 
-    def __init__(self, model, seed: int, psi: float = DEFAULT_PSI, resolution: int | None = None,
+    def __init__(self, model, seed: int | StoredIdentity, psi: float = DEFAULT_PSI, resolution: int | None = None,
                  use_cache: bool = True, view: str = "portrait") -> None:
         if view not in ("portrait", "face"):
             raise InputError(f"view must be 'portrait' or 'face', got {view!r}")
@@ -59,6 +61,13 @@ class GeneratorFrames:
         self.seed = seed
         self.psi = check_psi(psi)
         self.resolution = check_resolution(resolution if resolution is not None else model.portrait_resolution)
+        if isinstance(seed, StoredIdentity):
+            # An identity file (``inference.load_identity``): its tuned weights, if any, and its
+            # stored mapping outputs, always through the cache; psi does not apply to it.
+            self.model = model = replace(model, generator=seed.tuned_generator(model.generator))
+            self.z_id, self.eps = seed.z_id.to(model.device), seed.eps.to(model.device)
+            self.cache = seed.cache(model.generator, model.stage, self.psi)
+            return
         self.z_id, self.eps = model.identity(seed)
         self.cache = None
         if use_cache:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from aniportraitgan.animation.animate import GeneratorFrames
 from aniportraitgan.animation.keyframes import Keyframes
 from aniportraitgan.animation.video import save_image_atomic, save_npy_atomic
+from aniportraitgan.artefacts.identities import StoredIdentity
 from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.images import to_uint8_images
 
@@ -47,13 +48,14 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray | None = None) -> np.nda
     return out
 
 
-def write_stills(model, seeds: Sequence[int], out: Path, psi: float = DEFAULT_PSI, resolution: int | None = None,
+def write_stills(model, seeds: Sequence[int | StoredIdentity], out: Path, psi: float = DEFAULT_PSI, resolution: int | None = None,
                  face_resolution: int | None = None, yaw: float = 0.0, pitch: float = 0.0, views: int = 0,
                  batch_size: int = 4, progress: bool = True) -> int:
     """For each seed write ``seedNNNN_portrait.png``, ``_face.png``, ``_depth.png`` and
     ``_depth.npy`` (float32 camera z-depth in metres [H, W], NaN where the portrait is
     transparent) into the folder ``out``; with ``views`` >= 2 also ``_views.png``, that many yaws
-    in a row. ``model``: an ``InferenceModel``; yaw and pitch in radians. Returns the portrait
+    in a row (an identity file in ``seeds`` writes ``<its name>_portrait.png``, ...). ``model``: an
+    ``InferenceModel``; yaw and pitch in radians. Returns the portrait
     side in pixels."""
     face_res = face_resolution or model.face_resolution
     side = None
@@ -63,7 +65,7 @@ def write_stills(model, seeds: Sequence[int], out: Path, psi: float = DEFAULT_PS
         kf = Keyframes.neutral(1)
         kf.camera[:, 0], kf.camera[:, 1] = yaw, pitch
         res = src.render(kf, face_resolution=face_res)
-        stem = f"seed{seed:04d}"
+        stem = seed.name if isinstance(seed, StoredIdentity) else f"seed{seed:04d}"
         save_image_atomic(out / f"{stem}_portrait.png", to_uint8_images(res.portrait)[0])
         save_image_atomic(out / f"{stem}_face.png", to_uint8_images(res.face)[0])
         depth = res.portrait_depth[0, 0].float().cpu().numpy()

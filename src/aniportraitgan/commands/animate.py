@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("animate", help="animate one identity from keyframes into an mp4 or gif")
     p.add_argument("--ckpt", required=True, help="'demo', an exported generator .safetensors, a checkpoint or run folder")
     p.add_argument("--seed", type=int, default=0, help="identity seed (default 0)")
+    p.add_argument("--identity", metavar="FILE", default=None,
+                   help="an identity file of `aniportraitgan invert` (a person from a photo) instead of --seed")
     p.add_argument("--out", required=True, help="output video: .mp4 (H.264) or .gif")
     p.add_argument("--preset", choices=PRESET_NAMES, default=None, help="built-in keyframes (default: all, if no file is given)")
     p.add_argument("--expression", metavar="F", help="expression keyframes [N, 52] (.npy/.npz/.json)")
@@ -90,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     kf = driving_keyframes(args.preset, args.expression, args.pose, args.camera, args.pose_format,
                            args.frames_between, args.smooth, args.orbit, camera_format=args.camera_format)
     model = inference.load_inference_model(args.ckpt, args.device)
-    source = generator_source(model, args.seed, psi=args.psi, resolution=args.resolution,
+    seed = args.seed if args.identity is None else inference.load_identity(args.identity, model)
+    source = generator_source(model, seed, psi=args.psi, resolution=args.resolution,
                               side_by_side=args.side_by_side, use_cache=not args.no_cache)
     result = animate(source, kf, args.out, fps=args.fps, batch_size=args.batch, progress=not args.no_progress)
     H, W = result.size

@@ -49,12 +49,13 @@ def run_drive(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     quiet = getattr(args, "no_progress", getattr(args, "quiet", False))
     model = inference.load_inference_model(args.ckpt, args.device)
+    seed = args.seed if getattr(args, "identity", None) is None else inference.load_identity(args.identity, model)
     clip = load_drive(args.drive, progress=not quiet)
     print(clip.report)
     clip.keyframes = clip.keyframes.smooth(args.smooth)
     if args.orbit:
         clip.keyframes = clip.keyframes.with_camera_orbit(math.radians(args.orbit))
-    result = reenact(model, clip, args.out, seed=args.seed, psi=args.psi, resolution=args.resolution,
+    result = reenact(model, clip, args.out, seed=seed, psi=args.psi, resolution=args.resolution,
                      show_body=args.side_by_side, batch_size=args.batch, progress=not quiet, use_cache=not args.no_cache)
     H, W = result.size
     sound = ", with the driving video's audio" if clip.has_audio and Path(args.out).suffix.lower() == ".mp4" else ""

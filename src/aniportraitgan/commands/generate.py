@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate portraits, faces, depth maps and multi-view grids")
     p.add_argument("--ckpt", required=True, help="'demo', an exported generator .safetensors, a checkpoint or run folder")
     p.add_argument("--seeds", default="0-7", help="seeds: 0-7, 3, or 0,2,5-6 (default 0-7)")
+    p.add_argument("--identity", metavar="FILE", default=None,
+                   help="an identity file of `aniportraitgan invert` instead of --seeds (files named after it)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--views", type=int, default=0, help=f"also write a grid of K views (yaw -{math.degrees(VIEW_YAW_RANGE):.0f}"
                    f"..+{math.degrees(VIEW_YAW_RANGE):.0f} deg); K >= 2")
@@ -83,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     out = check_writable_dir(args.out, create=True)  # before the (slow) model load and rendering
     model = inference.load_inference_model(args.ckpt, args.device)
+    if args.identity is not None:
+        seeds = [inference.load_identity(args.identity, model)]
     side = write_stills(model, seeds, out, args.psi, args.resolution, args.face_resolution, math.radians(args.yaw),
                         math.radians(args.pitch), args.views, args.batch, progress=not args.no_progress)
     print(f"wrote {len(seeds)} seed(s) to {out} (stage {model.stage}, {side}px, psi {args.psi})")

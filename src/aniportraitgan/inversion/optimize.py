@@ -49,7 +49,7 @@ class InversionConfig(Config):
     psi: float = DEFAULT_PSI
     """Truncation of the mapping outputs in z space."""
     lr_z: float = 0.05
-    """Adam learning rate of z_id and eps."""
+    """Adam learning rate of eps and the mapping networks' z in z space."""
     lr_w: float = 0.01
     """Adam learning rate of the mapping outputs w."""
     lr_z_id: float = 0.005
@@ -164,8 +164,8 @@ class LatentCodes:
         lat = LatentSample(self.z_id.expand(B, -1), z_exp.expand(B, -1), z_pose.expand(B, -1, -1), self.eps.expand(B, -1))
         return generator(lat, cameras, face_cameras, options)
 
-    def detached(self) -> "LatentCodes":
-        d = lambda t: None if t is None else t.detach().clone()  # noqa: E731
+    def detached(self) -> LatentCodes:
+        d = lambda t: None if t is None else t.detach().clone()
         return LatentCodes(d(self.z_id), d(self.eps), self.psi, d(self.w_radiance), d(self.w_superres), d(self.z_map))
 
 
@@ -267,5 +267,13 @@ def invert_latents(model, target: InversionTarget, cfg: InversionConfig | None =
     return InversionResult(codes.detached(), history, time.perf_counter() - t0, total)
 
 
-__all__ = ["InversionConfig", "InversionResult", "LatentCodes", "ReconstructionLoss", "SPACES", "invert_latents",
-           "psnr", "render_target_view"]
+__all__ = [
+    "SPACES",
+    "InversionConfig",
+    "InversionResult",
+    "LatentCodes",
+    "ReconstructionLoss",
+    "invert_latents",
+    "psnr",
+    "render_target_view",
+]

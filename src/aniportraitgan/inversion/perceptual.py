@@ -123,5 +123,11 @@ def make_feature_distance(kind: str, facerecon: FaceRecon | None = None, device=
     raise InputError(f"perceptual must be one of {PERCEPTUAL_KINDS}, got {kind!r}")
 
 
-__all__ = ["FaceReconTaps", "FeatureDistance", "INCEPTION_TAPS", "InceptionTaps", "PERCEPTUAL_KINDS",
-           "make_feature_distance"]
+__all__ = [
+    "INCEPTION_TAPS",
+    "PERCEPTUAL_KINDS",
+    "FaceReconTaps",
+    "FeatureDistance",
+    "InceptionTaps",
+    "make_feature_distance",
+]

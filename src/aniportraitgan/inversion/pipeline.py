@@ -21,17 +21,37 @@ from pathlib import Path
 import torch
 
 from aniportraitgan import __version__
-from aniportraitgan.artefacts.identities import StoredIdentity, finite_info, generator_signature, write_identity
+from aniportraitgan.artefacts.identities import (
+    StoredIdentity,
+    finite_info,
+    generator_signature,
+    write_identity,
+)
 from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
-from aniportraitgan.inversion.optimize import InversionConfig, LatentCodes, ReconstructionLoss, invert_latents, psnr
-from aniportraitgan.inversion.optimize import render_target_view
-from aniportraitgan.inversion.perceptual import FeatureDistance, make_feature_distance
-from aniportraitgan.inversion.report import COMPARISON_LAYOUT, comparison_views, reconstruction_metrics, write_comparison
-from aniportraitgan.inversion.target import InversionTarget, check_photo, target_from_photo
-from aniportraitgan.inversion.tuning import TuningConfig, locality_batch, pivotal_tune
 from aniportraitgan.generator import RenderOptions
+from aniportraitgan.inversion.optimize import (
+    InversionConfig,
+    LatentCodes,
+    ReconstructionLoss,
+    invert_latents,
+    psnr,
+    render_target_view,
+)
+from aniportraitgan.inversion.perceptual import FeatureDistance, make_feature_distance
+from aniportraitgan.inversion.report import (
+    COMPARISON_LAYOUT,
+    comparison_views,
+    reconstruction_metrics,
+    write_comparison,
+)
+from aniportraitgan.inversion.target import (
+    InversionTarget,
+    check_photo,
+    target_from_photo,
+)
+from aniportraitgan.inversion.tuning import TuningConfig, locality_batch, pivotal_tune
 from aniportraitgan.metrics.inception import find_inception_weights
 
 LOCALITY_CHECK_SAMPLES = 4  # random other identities whose change the metrics report

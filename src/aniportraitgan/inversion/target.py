@@ -58,7 +58,7 @@ class InversionTarget:
     def face_resolution(self) -> int:
         return int(self.face.shape[-1])
 
-    def to(self, device) -> "InversionTarget":
+    def to(self, device) -> InversionTarget:
         moved = {k: getattr(self, k).to(device) for k in ("portrait", "portrait_mask", "face", "face_mask", "z_exp",
                                                           "z_pose", "z_id", "cameras", "face_cameras")}
         return InversionTarget(**moved, source=self.source, fit_error_px=self.fit_error_px)
@@ -134,12 +134,12 @@ def target_from_photo(path: str | Path, model, align_resolution: int | None = No
         raise UserError(f"photo {path} cannot be inverted: {rec.get('reason') or 'rejected by the front end'}{detail}")
     rgb, mask = aligner.kept[0]
     dev = model.device
-    t = lambda name: torch.from_numpy(np.asarray(labels[name][:1])).float()  # noqa: E731
+    t = lambda name: torch.from_numpy(np.asarray(labels[name][:1])).float()
     cams = look_at_cameras(t("cam_yaw"), t("cam_pitch"), t("cam_radius"), t("cam_fov"), t("cam_look_at"))
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     m = torch.from_numpy(mask)[None, None].float()
     # Crop at half the aligned side, then resize with antialiasing (a direct crop to 32 px aliases).
-    crop = lambda x: face_crop(x, cams, t("head_center"), t("head_rotation"), res // 2, FACE_RADIUS, FACE_FOV)  # noqa: E731
+    crop = lambda x: face_crop(x, cams, t("head_center"), t("head_rotation"), res // 2, FACE_RADIUS, FACE_FOV)
     face_rgb = _resize(crop(image), model.face_resolution).clamp(-1, 1)
     face_m = (1.0 - _resize(crop(1.0 - m), model.face_resolution)).clamp(0, 1)  # outside the crop: background
     face_cams = Cameras(t("face_c2w"), t("face_fov"))

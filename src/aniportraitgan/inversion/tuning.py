@@ -25,7 +25,12 @@ from tqdm import tqdm
 from aniportraitgan.configs import Config
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import DEFAULT_PSI, RenderOptions
-from aniportraitgan.inversion.optimize import LatentCodes, ReconstructionLoss, psnr, render_target_view
+from aniportraitgan.inversion.optimize import (
+    LatentCodes,
+    ReconstructionLoss,
+    psnr,
+    render_target_view,
+)
 from aniportraitgan.inversion.target import InversionTarget
 from aniportraitgan.latents import LatentSample
 
