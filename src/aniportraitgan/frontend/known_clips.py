@@ -6,7 +6,8 @@ of tracked keyframes against their truth.
     result = track_video("known.mp4")
     tracking_errors(known_answer_clip(), result.keyframes, body)
 
-docs/animation.md records what `tracking_errors` measured; tests/test_track_known.py asserts it.
+or `python -m aniportraitgan.frontend.known_clips --out DIR [--height 480 --width 640]`, which
+prints the errors as JSON. docs/animation.md records them; tests/test_track_known.py asserts them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ KNOWN_MOTIONS = ("head_turn", "nod", "jaw_open", "blink", "smile", "shoulder_shr
 KNOWN_EXPRESSIONS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight")
 # A framing like a webcam's: the subject a little farther than SynthPortraits' crop.
 WEBCAM_PLACEMENT = MainCameraPlacement(radius=2.0, fov_deg=20.0, look_at=(0.0, 0.05, 0.0))
+# Nearer, for small test clips (320 x 240): the face about 90 pixels high.
+NEAR_PLACEMENT = MainCameraPlacement(radius=1.6, fov_deg=20.0, look_at=(0.0, 0.05, 0.0))
 
 
 def known_answer_clip(frames_between: int = 5, motions: tuple[str, ...] = KNOWN_MOTIONS) -> Keyframes:
@@ -149,7 +152,7 @@ def tracking_errors(truth: Keyframes, tracked: Keyframes, body, z_id: torch.Tens
     shrug_true = (truth.pose[:, lc, 2] - truth.pose[:, rc, 2]).numpy()
     shrug_fit = (tracked.pose[:, lc, 2] - tracked.pose[:, rc, 2]).numpy()
     # head-turn amplitude the clip holds, to read the errors against
-    amplitude = float(np.degrees(matrix_to_axis_angle(R_true).norm(dim=-1).max()))
+    amplitude = float(torch.rad2deg(matrix_to_axis_angle(R_true).norm(dim=-1).max()))
     return {
         "frames": N,
         "head_deg": float(np.median(head)),
@@ -161,3 +164,41 @@ def tracking_errors(truth: Keyframes, tracked: Keyframes, body, z_id: torch.Tens
         "expression_corr_mean": float(np.nanmean(list(exp_corr.values()))) if not all(math.isnan(v) for v in exp_corr.values()) else float("nan"),
         "shrug_corr": _corr(shrug_true, shrug_fit),
     }
+
+
+def known_clip_file(folder, frames_between: int = 3, height: int = 240, width: int = 320, body=None):
+    """(path, keyframes) of the known-answer clip in `folder`, rendered once (the file is reused)."""
+    clip = known_answer_clip(frames_between)
+    path = Path(folder) / f"known_{frames_between}_{width}x{height}.mp4"
+    if not path.exists():
+        from aniportraitgan.body import PortraitBodyModel
+
+        placement = NEAR_PLACEMENT if height < 400 else WEBCAM_PLACEMENT
+        write_known_clip(path, clip, body or PortraitBodyModel.load(), height, width, placement=placement)
+    return path, clip
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    from aniportraitgan.body import PortraitBodyModel
+    from aniportraitgan.frontend.track import track_video
+
+    ap = argparse.ArgumentParser(description="render the known-answer clip, track it, print the errors")
+    ap.add_argument("--out", required=True, help="folder for the clip")
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--frames-between", type=int, default=5)
+    args = ap.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    body = PortraitBodyModel.load()
+    path, clip = known_clip_file(args.out, args.frames_between, args.height, args.width, body)
+    result = track_video(path, progress=False)
+    print(result.summary())
+    print(json.dumps(tracking_errors(clip, result.keyframes, body), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,9 +36,10 @@ from aniportraitgan.atomic import atomic_write
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.frontend.detection import Detector
-from aniportraitgan.frontend.fitting import FitConfig, Observations, blendshapes_to_body, fit, fit_body
+from aniportraitgan.frontend.fitting import NECK_SHARE, FitConfig, Observations, blendshapes_to_body, fit, fit_body
 from aniportraitgan.frontend.photos import Similarity
 from aniportraitgan.frontend.video_input import open_video
+from aniportraitgan.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 REFERENCE_FPS = 25.0  # temporal_weight is given at this frame rate
 OBSERVATION_FIELDS = {f.name for f in fields(Observations)}  # the torso angle is used where the fit takes it
@@ -55,10 +56,20 @@ class TrackConfig:
     min_shoulder_visibility: float = 0.5
     chunk_frames: int = 1500
     identity_frames: int = 300
+    # mediapipe pose's shoulder depths as the torso's turn: measured on a known clip they follow
+    # the head (28 deg of "torso turn" during a 34 deg head turn, the body still), so they are
+    # left out by default; a camera orbiting the person is then tracked as head motion.
+    use_torso_depth: bool = False
+    # A talking video's camera holds still: the camera (yaw, pitch) is averaged over this many
+    # seconds and the head re-posed so that it looks the same from the new camera (the fit
+    # alone splits a head turn between head and camera by their priors); 0 = per frame.
+    camera_smooth_s: float = 2.0
 
     def validate(self) -> None:
         if not (math.isfinite(self.temporal_weight) and self.temporal_weight >= 0):
             raise InputError(f"temporal_weight must be >= 0, got {self.temporal_weight}")
+        if not (math.isfinite(self.camera_smooth_s) and self.camera_smooth_s >= 0):
+            raise InputError(f"camera_smooth_s must be >= 0, got {self.camera_smooth_s}")
         if self.chunk_frames < 2 or self.identity_frames < 1:
             raise InputError("chunk_frames must be >= 2 and identity_frames >= 1")
 
@@ -168,7 +179,7 @@ def observations(dets: ClipDetections, scale: np.ndarray, shift: np.ndarray, con
     s, t = scale[:, None, None], shift[:, None, :]
     f = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     extra = {}
-    if dets.torso_angle is not None and dets.torso_weight[idx].any() and "torso_angle" in OBSERVATION_FIELDS:
+    if config.use_torso_depth and dets.torso_angle is not None and dets.torso_weight[idx].any() and "torso_angle" in OBSERVATION_FIELDS:
         extra = {"torso_angle": f(dets.torso_angle[idx]), "torso_weight": f(dets.torso_weight[idx])}
     return Observations(config.crop_resolution, f(dets.landmarks[idx] * s + t), None, f(dets.shoulders[idx] * s + t),
                         f(dets.shoulder_weight[idx]), f(dets.blendshapes[idx]), f(dets.head_rotation[idx]), **extra)
@@ -178,6 +189,26 @@ def _subset(obs: Observations, index: np.ndarray) -> Observations:
     k = torch.from_numpy(index)
     return Observations(**{f.name: (getattr(obs, f.name)[k] if isinstance(getattr(obs, f.name), torch.Tensor) else getattr(obs, f.name))
                            for f in fields(Observations)})
+
+
+def steady_camera(kf: Keyframes, window: int) -> Keyframes:
+    """The camera (yaw, pitch) averaged over `window` frames (odd), the neck and head joints
+    re-posed so that the head keeps its rotation seen from the camera (split over neck and head
+    as the fit splits it); expression and shoulders unchanged."""
+    if window <= 1 or len(kf) < 3:
+        return kf
+    cam = torch.from_numpy(_moving_average(kf.camera.double().numpy(), window))
+
+    def cam_rot(c: torch.Tensor) -> torch.Tensor:
+        return look_at_cameras(c[:, 0], c[:, 1], 1.0, 20.0, torch.zeros(len(c), 3, dtype=c.dtype)).c2w[:, :3, :3]
+
+    pose = kf.pose.double()
+    R_head = axis_angle_to_matrix(pose[:, 0]) @ axis_angle_to_matrix(pose[:, 3])
+    R_new = cam_rot(cam) @ cam_rot(kf.camera.double()).transpose(1, 2) @ R_head
+    w = matrix_to_axis_angle(R_new)
+    pose = pose.clone()
+    pose[:, 0], pose[:, 3] = NECK_SHARE * w, (1 - NECK_SHARE) * w
+    return Keyframes(kf.expression, pose.float(), cam.float())
 
 
 def fit_clip(obs: Observations, fps: float, config: TrackConfig, progress: bool = True):
@@ -278,7 +309,7 @@ def track_detections(dets: ClipDetections, fps: float, config: TrackConfig | Non
     exp = res.z_exp.clone()
     exp[:, ARKIT_NAMES.index("tongueOut")] = 0.0  # mediapipe gives no tongue
     tracked = Keyframes(exp, res.z_pose, torch.stack([res.cam_yaw, res.cam_pitch], 1))
-    kf = fill_missing_frames(tracked, dets.found)
+    kf = steady_camera(fill_missing_frames(tracked, dets.found), 2 * int(round(0.5 * cfg.camera_smooth_s * fps)) + 1)
     err = np.full(len(dets), np.nan, np.float32)
     err[dets.found] = res.landmark_error_px.numpy() / scale
     return TrackResult(kf, float(fps), err, ~dets.found, res.z_id[0].numpy(), dets.size)
