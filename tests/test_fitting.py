@@ -40,8 +40,8 @@ def _truth(body, n, seed=0, arms=True):
     look = neck + torch.from_numpy(np.stack([d.cam_look_at for d in draws])) * size[:, None]
     radius = torch.tensor([d.cam_radius for d in draws]) * size
     cams = look_at_cameras(torch.tensor([d.cam_yaw for d in draws]), torch.tensor([d.cam_pitch for d in draws]), radius, 20.0, look)
-    return dict(z_id=z_id, z_exp=z_exp, z_pose=z_pose, cams=cams, yaw=torch.tensor([d.cam_yaw for d in draws]),
-                pitch=torch.tensor([d.cam_pitch for d in draws]), radius=radius, look=look)
+    return {"z_id": z_id, "z_exp": z_exp, "z_pose": z_pose, "cams": cams, "yaw": torch.tensor([d.cam_yaw for d in draws]),
+            "pitch": torch.tensor([d.cam_pitch for d in draws]), "radius": radius, "look": look}
 
 
 def _observe(body, t, hints=True):

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from aniportraitgan.data.dataset import LABELS_FILE, face_path, load_labels, portrait_path, read_card, read_png
+from aniportraitgan.data.dataset import (
+    LABELS_FILE,
+    face_path,
+    load_labels,
+    portrait_path,
+    read_card,
+    read_png,
+)
 from aniportraitgan.errors import InputError
 
 

@@ -29,13 +29,26 @@ import numpy as np
 import torch
 
 from aniportraitgan.body import PortraitBodyModel
-from aniportraitgan.cameras import FACE_FOV, FACE_RADIUS, face_angles_from_main, look_at_cameras, matching_face_cameras
+from aniportraitgan.cameras import (
+    FACE_FOV,
+    FACE_RADIUS,
+    face_angles_from_main,
+    look_at_cameras,
+    matching_face_cameras,
+)
 from aniportraitgan.crops import face_crop
 from aniportraitgan.data.dataset import face_path, portrait_path, write_png
 from aniportraitgan.frames import opencv_to_opengl_c2w
 from aniportraitgan.frontend import photos
 from aniportraitgan.frontend.detection import Detection, Detector
-from aniportraitgan.frontend.fitting import FitConfig, FitResult, Observations, blendshapes_to_body, fit, fit_body
+from aniportraitgan.frontend.fitting import (
+    FitConfig,
+    FitResult,
+    Observations,
+    blendshapes_to_body,
+    fit,
+    fit_body,
+)
 from aniportraitgan.frontend.photos import PhotoRejected, Similarity
 
 
@@ -137,7 +150,7 @@ class Aligner:
             rot.append(d.face_matrix[:3, :3] if d.face_matrix is not None else np.eye(3))
             dz, dx = d.shoulder_depth[0] - d.shoulder_depth[1], d.shoulders[0, 0] - d.shoulders[1, 0]
             torso.append(math.atan2(dz, dx))
-        t = lambda a: torch.from_numpy(np.stack(a).astype(np.float32))  # noqa: E731
+        t = lambda a: torch.from_numpy(np.stack(a).astype(np.float32))
         return Observations(self.config.resolution, t(lms), None, t(sh), t(shw), t(exp), t(rot), t(torso))
 
     @staticmethod

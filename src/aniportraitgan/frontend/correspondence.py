@@ -35,7 +35,13 @@ from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.body.landmarks import LAYOUT_68
 from aniportraitgan.cameras import Cameras
-from aniportraitgan.data.dataset import LABELS_FILE, load_labels, portrait_path, read_card, read_png
+from aniportraitgan.data.dataset import (
+    LABELS_FILE,
+    load_labels,
+    portrait_path,
+    read_card,
+    read_png,
+)
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.frontend.detection import Detector, canonical_face_mesh
 
@@ -46,7 +52,7 @@ SHOULDER_JOINTS = ("upperarm01.L", "upperarm01.R")  # subject's left first, as p
 MP_RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 MP_LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
 # Landmark groups of the iBUG-68 order.
-GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48), "mouth": range(48, 68)}
+GROUPS = {"jaw": range(17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48), "mouth": range(48, 68)}
 
 
 @dataclass
@@ -188,7 +194,7 @@ def build_correspondence(root: str | Path, k: int = 8, ridge: float = 0.1, holdo
     if len(keep) < 20:
         raise InputError(f"{root}: only {len(keep)} portraits with a detected face; need at least 20")
     mesh, shoulders, vis = np.stack(mesh), np.stack(shoulders), np.stack(vis)
-    n_fit = int(round(len(keep) * (1.0 - holdout)))
+    n_fit = round(len(keep) * (1.0 - holdout))
     truth = labels["landmarks"][keep]
     candidates = layout_candidates(canonical_face_mesh(), k)
     weights, _ = regress_weights(mesh[:n_fit], truth[:n_fit], candidates, ridge)
@@ -208,7 +214,7 @@ def build_correspondence(root: str | Path, k: int = 8, ridge: float = 0.1, holdo
         sh_err = (uv - torch.from_numpy(shoulders)).norm(dim=-1)[~fit_rows][valid[~fit_rows] > 0]
     meta = {
         "built_from": {"generator": card.get("generator"), "seed": card.get("synth_settings", {}).get("seed"),
-                       "num_samples": int(card["num_samples"]), "resolution": R, "detected": int(len(keep)),
+                       "num_samples": int(card["num_samples"]), "resolution": R, "detected": len(keep),
                        "fitted_on": int(n_fit), "held_out": int(len(keep) - n_fit)},
         "candidates_per_landmark": int(k),
         "ridge": ridge,

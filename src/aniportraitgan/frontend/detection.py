@@ -219,10 +219,10 @@ class Detector:
         for obj in (self._faces, self._pose):
             try:
                 obj.close()
-            except Exception:  # closing twice or after a failed start
-                pass
+            except (RuntimeError, ValueError):  # closing twice or after a failed start
+                continue
 
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,18 +10,28 @@ Energy per frame (every term a Gaussian negative log-likelihood, Huber-robust fo
 - landmarks: the 68 projected body-model landmarks vs the observed ones (`Observations.landmarks`,
   e.g. mediapipe's face mesh mapped by `frontend.correspondence`), std `landmark_sigma_px`;
 - shoulders: the projected shoulder points vs pose keypoints 11/12, std `shoulder_sigma_px`;
-- priors: z_id ~ N(0, 1); head rotation, collars and upper arms ~ N(0, sigma) per axis; camera
-  yaw/pitch ~ N(0, sigma); log radius ~ N(log 1.65 s, 0.1) and look-at ~ N(neck + 7 cm s up,
-  3 cm) with s the person's size, the SynthPortraits framing; z_exp ~ N(init, `exp_sigma`) around
-  its initial value (mediapipe's blendshapes) and clamped to [0, 1];
-- with `temporal_weight` > 0, squared differences of consecutive frames' pose, expression and
-  camera (in prior-std units) times that weight; with `shared_identity`, one z_id for all frames.
+- the shoulder line's turn in depth vs an observed one (`torso_angle`), std `torso_sigma_deg`;
+- priors: z_id ~ N(0, 1); head rotation (relative to the body), collars and upper arms ~ N(0,
+  sigma) per axis; camera yaw/pitch ~ N(0, sigma); radius ~ 1.65 s (log std 0.1) and look-at ~
+  neck base + 7 cm s up (std 3 cm s), s the person's size: the SynthPortraits framing; z_exp ~
+  N(init, `exp_sigma`) around its start (mediapipe's blendshapes), clamped to [0, 1];
+- with `temporal_weight` > 0, squared differences of consecutive frames' head rotation, pose,
+  expression and camera (in prior-std units) times that weight; with `shared_identity`, one
+  z_id for all frames.
 
-The head rotation is one axis-angle vector w split over the neck (0.4 w) and head (0.6 w)
-joints, as SynthPortraits draws it (the split is invisible in a photo); the body model then
-gives exactly exp(w) as the head rotation. The camera is `look_at_cameras(yaw, pitch, radius,
-fov, look_at)` (fov fixed at `fov_deg` unless `fit_fov`, which solves fov with the radius held
-at its prior): the same convention as the synthetic labels.
+Parameterisation (what makes it converge): the face's rotation relative to the camera is a
+parameter of its own (the landmarks pin it down; mediapipe's transformation matrix starts it),
+and the head rotation w relative to the body follows from it and the camera's yaw and pitch, so
+trading camera yaw against neck turn moves only the shoulders. w is split over the neck (0.4 w)
+and head (0.6 w) joints as SynthPortraits draws it (the body model then gives exactly exp(w)).
+The camera is `look_at_cameras(yaw, pitch, radius, fov, look_at)` with look-at and radius
+relative to the person's framing (fov fixed at `fov_deg` unless `fit_fov`, which solves fov with
+the radius at its prior): the same convention as the synthetic labels. Adam on all frames at
+once: first the camera and face rotation (`rigid_steps`), then everything.
+
+What 2D points show (measured, docs/dataset.md): the face's rotation to the camera, the
+expression where landmarks move, the reprojection; weakly: how a turn splits between camera and
+neck (only the shoulders and their depth tell) and the arms.
 """
 
 from __future__ import annotations
@@ -32,12 +42,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from aniportraitgan.body import PortraitBodyModel, load_asset
-from aniportraitgan.body.asset import BodyAsset
 from aniportraitgan.cameras import Cameras, look_at_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.frames import opencv_to_opengl_c2w
-from aniportraitgan.frontend.correspondence import GROUPS, SHOULDER_JOINTS, load_correspondence
+from aniportraitgan.frontend.correspondence import GROUPS
+from aniportraitgan.frontend.fit_body import FitBody, fit_body
 from aniportraitgan.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 NECK_SHARE = 0.4  # share of the head rotation on the neck joint (SynthPortraits' draw)
@@ -155,7 +164,7 @@ class FitResult:
     def cameras(self) -> Cameras:
         return look_at_cameras(self.cam_yaw, self.cam_pitch, self.cam_radius, self.cam_fov, self.cam_look_at)
 
-    def select(self, index) -> "FitResult":
+    def select(self, index) -> FitResult:
         pick = {k: getattr(self, k)[index] for k in ("z_id", "z_exp", "z_pose", "cam_yaw", "cam_pitch", "cam_radius",
                                                     "cam_fov", "cam_look_at", "landmark_error_px", "shoulder_error_px")}
         return FitResult(image_size=self.image_size, **pick)
@@ -164,58 +173,6 @@ class FitResult:
         """The dataset label arrays (docs/dataset.md names)."""
         return {k: getattr(self, k).detach().cpu().numpy().astype(np.float32)
                 for k in ("z_id", "z_exp", "z_pose", "cam_yaw", "cam_pitch", "cam_radius", "cam_fov", "cam_look_at")}
-
-
-class FitBody(torch.nn.Module):
-    """The portrait body model restricted to the vertices a fit needs (exact for them, ~4x
-    faster than the full model): the 68 landmark vertices plus one virtual vertex, the mean of
-    the rigid head vertices, whose posed position is the model's head centre.
-
-    forward -> landmarks [B, 68, 3], shoulder points [B, 2, 3], neck base [B, 3], head centre
-    [B, 3] and size [B] (neck-to-head-centre distance over the mean body's, the SynthPortraits
-    framing scale)."""
-
-    def __init__(self, asset: BodyAsset | None = None) -> None:
-        super().__init__()
-        asset = asset or load_asset()
-        t = dict(asset.tensors)
-        ids = t["landmark_ids"].long()
-        head = t["head_center_ids"].long()
-        for name in ("vertices_mean", "skinning_weights"):
-            t[name] = torch.cat([t[name][ids], t[name][head].mean(0, keepdim=True)])
-        t["vertices_id"] = torch.cat([t["vertices_id"][:, ids], t["vertices_id"][:, head].mean(1, keepdim=True)], 1)
-        t["vertices_exp"] = torch.cat([t["vertices_exp"][:, ids], torch.zeros_like(t["vertices_exp"][:, :1])], 1)
-        t["nn_valid"] = torch.cat([t["nn_valid"][ids], torch.ones(1, dtype=torch.bool)])
-        t["source_vertex_ids"] = torch.cat([t["source_vertex_ids"][ids], torch.zeros(1, dtype=t["source_vertex_ids"].dtype)])
-        t["landmark_ids"] = torch.arange(len(ids))
-        t["head_center_ids"] = torch.tensor([len(ids)])
-        self.model = PortraitBodyModel(BodyAsset(t, asset.meta))
-        names = self.model.bone_names
-        self.shoulder_ids = [names.index(j) for j in SHOULDER_JOINTS]
-        self.neck_id = names.index("neck01")
-        self.correspondence = load_correspondence()
-        with torch.no_grad():
-            out = self.model(*self.model.neutral_codes(1))
-        self.ref_size = float((out.head_center[0] - out.joints[0, self.neck_id]).norm())
-        self.id_dim, self.exp_dim = self.model.id_dim, self.model.exp_dim
-        self.expression_names = self.model.expression_names
-
-    def forward(self, z_id, z_exp, z_pose):
-        out = self.model(z_id, z_exp, z_pose, check=False)
-        neck = out.joints[:, self.neck_id]
-        size = (out.head_center - neck).norm(dim=-1) / self.ref_size
-        shoulders = self.correspondence.shoulder_points(out.joints[:, self.shoulder_ids])
-        return out.landmarks, shoulders, neck, out.head_center, size
-
-
-_FIT_BODY: FitBody | None = None
-
-
-def fit_body() -> FitBody:
-    global _FIT_BODY
-    if _FIT_BODY is None:
-        _FIT_BODY = FitBody()
-    return _FIT_BODY
 
 
 def landmark_group_weights() -> torch.Tensor:

@@ -102,12 +102,12 @@ class Similarity:
     def apply(self, points: np.ndarray) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) * self.scale + self.shift
 
-    def then(self, other: "Similarity") -> "Similarity":
+    def then(self, other: Similarity) -> Similarity:
         """This map followed by `other`."""
         return Similarity(self.scale * other.scale, other.scale * self.shift + other.shift)
 
     @staticmethod
-    def fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> "Similarity":
+    def fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> Similarity:
         """Least-squares scale and shift taking src [N, 2] to dst [N, 2]."""
         src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
         w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)

@@ -34,10 +34,23 @@ from tqdm import tqdm
 
 from aniportraitgan import __version__
 from aniportraitgan.atomic import atomic_write_bytes
-from aniportraitgan.data.dataset import CARD_FILE, FACE_DIR, PORTRAIT_DIR, face_path, image_name, portrait_path, write_dataset
+from aniportraitgan.data.dataset import (
+    CARD_FILE,
+    FACE_DIR,
+    PORTRAIT_DIR,
+    face_path,
+    image_name,
+    portrait_path,
+    write_dataset,
+)
 from aniportraitgan.errors import UserError
 from aniportraitgan.frontend.align import AlignConfig, Aligner
-from aniportraitgan.frontend.detection import FACE_LANDMARKER_SHA256, MEDIAPIPE_VERSION, face_landmarker_path, import_mediapipe
+from aniportraitgan.frontend.detection import (
+    FACE_LANDMARKER_SHA256,
+    MEDIAPIPE_VERSION,
+    face_landmarker_path,
+    import_mediapipe,
+)
 
 GENERATOR = "aniportraitgan.frontend.prepare"
 GENERATOR_VERSION = "1"
@@ -143,7 +156,10 @@ def _png_ok(path: Path, size: int) -> bool:
 
     try:
         with Image.open(path) as im:
-            return im.size == (size, size) and im.format == "PNG"
+            if im.size != (size, size) or im.format != "PNG":
+                return False
+            im.verify()  # every chunk and its checksum: a truncated or damaged file fails
+            return True
     except (OSError, ValueError, SyntaxError):
         return False
 

@@ -60,7 +60,7 @@ def synthetic_errors(prepared: str | os.PathLike, truth: str | os.PathLike) -> d
 
     face_cam = _angle_deg(in_camera(T["c2w"], t_out.head_rotation), in_camera(F["c2w"], f_out.head_rotation))
     head = _angle_deg(t_out.head_rotation, f_out.head_rotation)
-    d = lambda a, b: np.degrees(np.abs((a - b).numpy()))  # noqa: E731
+    d = lambda a, b: np.degrees(np.abs((a - b).numpy()))
     shoulder_joints = [1, 2, 4, 5]
     pose_err = np.degrees((F["z_pose"][:, shoulder_joints] - T["z_pose"][:, shoulder_joints]).norm(dim=-1).numpy())
     pose_prior = np.degrees(T["z_pose"][:, shoulder_joints].norm(dim=-1).numpy())
@@ -84,7 +84,7 @@ def synthetic_errors(prepared: str | os.PathLike, truth: str | os.PathLike) -> d
         counts[key] = counts.get(key, 0) + 1
     return {
         "photos": len(rows),
-        "accepted": int(len(fit["index"])),
+        "accepted": len(fit["index"]),
         "outcomes": counts,
         "fit_error_px": round(float(np.median(fit["fit_error_px"])), 3),
         "face_to_camera_rotation_deg": round(float(np.median(face_cam)), 2),
