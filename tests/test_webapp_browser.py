@@ -101,7 +101,7 @@ def test_page_in_a_browser(served, driver):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    url, renderer = served
+    url, _ = served
     t0 = time.perf_counter()
     driver.get(url)
     first = page_ready(driver)
@@ -114,7 +114,7 @@ def test_page_in_a_browser(served, driver):
     ActionChains(driver).click_and_hold(slider).pause(0.1).move_by_offset(15, 0).pause(0.2) \
         .move_by_offset(15, 0).pause(0.2).release().perform()
     assert float(slider.get_attribute("value")) > 0
-    dragged = wait_for(driver, lambda d: image_src(d) != first and "aniportraitgan_seed0" in image_src(d) and image_src(d),
+    dragged = wait_for(driver, lambda d: image_src(d) != first and "_seed0_" in image_src(d) and image_src(d),
                        "the image to follow the slider")
     # Keys are real input events too.
     slider.send_keys(Keys.ARROW_RIGHT)
@@ -125,7 +125,8 @@ def test_page_in_a_browser(served, driver):
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", seed)
     seed.send_keys(Keys.CONTROL, "a")
     seed.send_keys("-5", Keys.TAB)
-    wait_for(driver, lambda d: d.find_elements(By.XPATH, "//*[contains(text(), 'seed must be in [0, 2147483647], got -5')]"),
+    message = "seed must be in [0, 2147483647], got -5"
+    wait_for(driver, lambda d: d.find_elements(By.XPATH, f"//*[contains(text(), '{message}')]"),
              "the error message for seed -5")
     seed.send_keys(Keys.CONTROL, "a")
     seed.send_keys("12", Keys.TAB)
@@ -166,7 +167,8 @@ def test_page_fits_a_phone(served, driver):
     meta = driver.execute_script("const m = document.querySelector('meta[name=viewport]'); return m && m.content")
     assert meta and "width=device-width" in meta
     for el in ("portrait", "seed", "yaw", "exp-smile"):
-        box = driver.execute_script(f"const r = document.getElementById('{el}').getBoundingClientRect(); return [r.left, r.right]")
+        box = driver.execute_script(
+            f"const r = document.getElementById('{el}').getBoundingClientRect(); return [r.left, r.right]")
         assert 0 <= box[0] and box[1] <= 390, (el, box)
 
 

@@ -75,7 +75,8 @@ def test_keyframe_of_the_controls():
     assert torch.allclose(tilt[joint_index("neck")] + tilt[joint_index("head")],
                           torch.tensor([0.0, 0.0, math.radians(-12)]), atol=1e-6)
     # A main slider scales its group; a single coefficient takes the larger of the two.
-    exp = WebRenderer.keyframe(Controls(expressions={"smile": 0.5}, arkit={"mouthSmileLeft": 0.8, "tongueOut": 0.3})).expression[0]
+    c = Controls(expressions={"smile": 0.5}, arkit={"mouthSmileLeft": 0.8, "tongueOut": 0.3})
+    exp = WebRenderer.keyframe(c).expression[0]
     assert exp[expression_index("mouthSmileLeft")].item() == pytest.approx(0.8)
     assert exp[expression_index("mouthSmileRight")].item() == pytest.approx(0.5)
     assert exp[expression_index("cheekSquintLeft")].item() == pytest.approx(0.2)

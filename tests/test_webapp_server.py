@@ -69,7 +69,7 @@ def _client(url):
 def test_api_renders_named_pngs_and_reports_errors(served):
     from gradio_client.exceptions import AppError
 
-    url, renderer = served
+    url, _ = served
     client = _client(url)
     image, status, download = client.predict(*_args(seed=3, yaw=20, head_turn=-10), api_name="/render")
     name = image["path"].rsplit("/", 1)[-1]

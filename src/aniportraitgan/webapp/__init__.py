@@ -7,4 +7,6 @@
 from aniportraitgan.webapp.app import build_app, launch, serve
 from aniportraitgan.webapp.render import EXPRESSIONS, RANGES, VIEWS, Controls, Render, Video, WebRenderer
 
-__all__ = ["EXPRESSIONS", "RANGES", "VIEWS", "Controls", "Render", "Video", "WebRenderer", "build_app", "launch", "serve"]
+__all__ = [
+    "EXPRESSIONS", "RANGES", "VIEWS", "Controls", "Render", "Video", "WebRenderer", "build_app", "launch", "serve",
+]

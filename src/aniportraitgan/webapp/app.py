@@ -1,14 +1,15 @@
 """The Gradio page of ``aniportraitgan serve``: every control of ``WebRenderer`` as a widget.
 
-Layout: the image, its status line, its download, the preset animation and (later) video
-driving on the left; identity, ψ, view, size, camera, head, shoulders and expressions on the
-right. The two columns stack on a narrow (phone) screen.
+Layout: tabs for the image (with its status line and download), the preset animation and (later)
+video driving on the left; identity, ψ, camera, size, camera angles, head, shoulders and
+expressions on the right. The two columns stack on a narrow (phone) screen.
 
 Events go through Gradio's queue: renders share one concurrency slot (``concurrency``), videos
-have their own, and the generator itself runs one call at a time (``WebRenderer``), so a long
-video yields to single frames between its batches. A dragged slider re-renders while frames are
-faster than ``LIVE_MS`` (only the newest pending value runs), otherwise on release. Bad values
-raise ``gr.Error`` with the renderer's message, which the page shows as a notice.
+have their own, and the generator itself runs on one thread, one call at a time
+(``WebRenderer``), so a long video yields to single frames between its batches. A dragged slider
+re-renders while frames are faster than ``LIVE_MS`` (only the newest pending value runs),
+otherwise on release. Bad values raise ``gr.Error`` with the renderer's message, which the page
+shows as a notice.
 
 Offline: no analytics, no share link, no server-side rendering, fonts from Gradio's own
 package; the page makes no request beyond the server it came from (checked by the browser test).
@@ -23,7 +24,18 @@ import socket
 
 from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
 from aniportraitgan.errors import InputError, UserError
-from aniportraitgan.webapp.render import EXPRESSIONS, LIVE_MS, MAX_SEED, RANGES, VIEWS, Controls, WebRenderer
+from aniportraitgan.webapp.render import (
+    DEFAULT_FRAMES_BETWEEN,
+    EXPRESSIONS,
+    LIVE_MS,
+    MAX_FRAMES_BETWEEN,
+    MAX_SEED,
+    RANGES,
+    VIDEO_FPS,
+    VIEWS,
+    Controls,
+    WebRenderer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +58,6 @@ SESSIONS = 256
 WORKER_THREADS = 8
 # HOOK(issue 15): driving by an uploaded talking video, with its audio, is not in the package
 # yet. When it lands, `_video_driving_section` gets the upload, the button and the handler.
-VIDEO_DRIVING_AVAILABLE = False
 
 
 def gradio():
@@ -89,10 +100,11 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
         log.exception("render failed")
         return gr.Error(f"{type(exc).__name__}: {exc}", title="Render failed")
 
-    thumbs = []
+    thumbs, thumb_seeds = [], []
     for s in examples:
         try:
             thumbs.append((str(renderer.render(Controls(seed=s)).path), f"seed {s}"))
+            thumb_seeds.append(s)
         except Exception as exc:  # noqa: BLE001 - the page still works without thumbnails
             log.warning("example identity %s not rendered: %s", s, exc)
 
@@ -110,9 +122,10 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                         with gr.Row():
                             preset = gr.Dropdown(list(PRESET_NAMES), value=DEFAULT_PRESET, label="preset",
                                                  elem_id="preset", min_width=120)
-                            between = gr.Slider(0, 30, value=7, step=1, label="frames between keyframes",
-                                                elem_id="frames-between", min_width=120)
-                            fps = gr.Slider(5, 60, value=25, step=1, label="fps", elem_id="fps", min_width=120)
+                            between = gr.Slider(0, MAX_FRAMES_BETWEEN, value=DEFAULT_FRAMES_BETWEEN, step=1,
+                                                label="frames between keyframes", elem_id="frames-between",
+                                                min_width=120)
+                            fps = gr.Slider(*VIDEO_FPS, value=25, step=1, label="fps", elem_id="fps", min_width=120)
                         make_video = gr.Button("Render video", variant="primary", elem_id="render-video")
                         video = gr.Video(label="animation", interactive=False, autoplay=True, loop=True,
                                          buttons=["download"], elem_id="video", height=420)
@@ -122,8 +135,8 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                         _video_driving_section(gr)
             with gr.Column(scale=1, min_width=300):
                 with gr.Row():
-                    seed = gr.Number(value=EXAMPLE_SEEDS[0], precision=0, label=f"identity (seed, 0-{MAX_SEED})",
-                                     elem_id="seed", min_width=140)
+                    seed = gr.Number(value=thumb_seeds[0] if thumb_seeds else 0, precision=0,
+                                     label=f"identity (seed, 0-{MAX_SEED})", elem_id="seed", min_width=140)
                     shuffle = gr.Button("Random identity", size="md", elem_id="random", min_width=100)
                 gallery = gr.Gallery(value=thumbs, label="example identities (click one)", columns=6, rows=1,
                                      allow_preview=False, height=150, object_fit="contain", elem_id="examples",
@@ -190,13 +203,14 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
         common = dict(inputs=inputs, outputs=outputs, trigger_mode="always_last", concurrency_id="render",
                       concurrency_limit=concurrency)
         sliders = [psi, *angles.values(), *exps, *arkit]
-        gr.on([x.input for x in sliders], live, show_progress="minimal", api_name="render_live", **common)
+        gr.on([x.input for x in sliders], live, show_progress="minimal", api_name="render_live",
+              api_visibility="undocumented", **common)
         gr.on([x.release for x in sliders] + [seed.change, view.change, size.change, app.load], render,
               show_progress="full", api_name="render", **common)
         shuffle.click(lambda: random.randint(0, MAX_SEED), outputs=seed, api_visibility="private", queue=False)
 
         def pick(evt):
-            return examples[evt.index]
+            return thumb_seeds[evt.index]
 
         pick.__annotations__ = {"evt": gr.SelectData}  # a real class: this module's annotations are strings
 

@@ -12,7 +12,8 @@ Caches, all bounded:
 * results: the last few renders by their controls, each with its PNG file (a repeated request,
   such as a slider's release after its last drag event, costs nothing); a result leaving the
   cache deletes its file. Videos are kept the same way.
-The generator runs one call at a time (a lock): requests in flight beyond that wait for it.
+The generator and the caches are used from one thread, one call at a time: requests in flight
+beyond that wait for it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
-import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -159,10 +160,14 @@ class WebRenderer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._identities: OrderedDict[tuple[int, float], GeneratorFrames] = OrderedDict()
-        self._results: OrderedDict[str, "Render"] = OrderedDict()
-        self._videos: OrderedDict[str, "Video"] = OrderedDict()
+        self._results: OrderedDict[str, Render] = OrderedDict()
+        self._videos: OrderedDict[str, Video] = OrderedDict()
         self._frame_ms: dict[tuple[str, int], float] = {}
-        self._lock = threading.Lock()  # the generator and the caches: one call at a time
+        # The generator and the caches live on one thread: calls run one at a time, and the large
+        # temporary tensors of every render come from one allocator arena (renders spread over the
+        # server's worker threads grew its resident size with each thread's arena).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="aniportraitgan-generator")
+        self._closed = False
         self.renders = 0  # generator calls for single images (not cache hits)
 
     # ------------------------------------------------------------------ checking
@@ -242,33 +247,38 @@ class WebRenderer:
         key = (view, self.default_resolution if resolution is None else resolution)
         return self._frame_ms.get(key, 0.0) < LIVE_MS
 
-    def render(self, controls: Controls) -> "Render":
+    def render(self, controls: Controls) -> Render:
         """Checks ``controls`` and renders them (or returns the cached result of the same ones)."""
         c = self.check(controls)
+        return self._on_thread(self._render, c)
+
+    def _on_thread(self, fn, *args):
+        return self._thread.submit(fn, *args).result()
+
+    def _render(self, c: Controls) -> Render:
         key = c.key()
-        with self._lock:
-            hit = self._results.get(key)
-            if hit is not None and hit.path.exists():
-                self._results.move_to_end(key)
-                return replace(hit, cached=True)
-            kf = self.keyframe(c)
-            t0 = time.perf_counter()
-            image = self._frames(c, kf)[0]
-            ms = (time.perf_counter() - t0) * 1000.0
-            self.renders += 1
-            k = (c.view, c.resolution)
-            self._frame_ms[k] = ms if k not in self._frame_ms else 0.5 * (self._frame_ms[k] + ms)
-            path = self.workdir / f"aniportraitgan_seed{c.seed}_{c.view}_{c.resolution}px_{key}.png"
-            _save_png(image, path)
-            result = Render(c, image, path, ms)
-            self._results[key] = result
-            while len(self._results) > self.cache_results:
-                _, old = self._results.popitem(last=False)
-                old.path.unlink(missing_ok=True)
+        hit = self._results.get(key)
+        if hit is not None and hit.path.exists():
+            self._results.move_to_end(key)
+            return replace(hit, cached=True)
+        kf = self.keyframe(c)
+        t0 = time.perf_counter()
+        image = self._frames(c, kf)[0]
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.renders += 1
+        k = (c.view, c.resolution)
+        self._frame_ms[k] = ms if k not in self._frame_ms else 0.5 * (self._frame_ms[k] + ms)
+        path = self.workdir / f"aniportraitgan_seed{c.seed}_{c.view}_{c.resolution}px_{key}.png"
+        _save_png(image, path)
+        result = Render(c, image, path, ms)
+        self._results[key] = result
+        while len(self._results) > self.cache_results:
+            _, old = self._results.popitem(last=False)
+            old.path.unlink(missing_ok=True)
         return result
 
     def render_video(self, controls: Controls, preset_name: str, frames_between: int = DEFAULT_FRAMES_BETWEEN,
-                     fps: float = 25.0, progress: Callable[[int, int], None] | None = None) -> "Video":
+                     fps: float = 25.0, progress: Callable[[int, int], None] | None = None) -> Video:
         """A preset (``PRESET_NAMES``) for the identity, psi, view and resolution of ``controls``
         as an mp4; the preset sets camera, pose and expression. ``progress(done, total)``."""
         c = self.check(controls)
@@ -280,17 +290,14 @@ class WebRenderer:
         total = len(clip)
         name = f"aniportraitgan_seed{c.seed}_{preset_name}_{c.view}_{c.resolution}px"
         key = f"{name}_{c.psi:g}_{frames_between}_{fps:g}"
-        with self._lock:
-            hit = self._videos.get(key)
-            if hit is not None and hit.path.exists():
-                self._videos.move_to_end(key)
-                return hit
+        hit = self._on_thread(self._cached_video, key)
+        if hit is not None:
+            return hit
         done = 0
 
         def source(kf: Keyframes) -> np.ndarray:
             nonlocal done
-            with self._lock:  # batch by batch, so single renders interleave with a long clip
-                frames = self._frames(c, kf)
+            frames = self._on_thread(self._frames, c, kf)  # batch by batch: single renders interleave
             done += len(kf)
             if progress is not None:
                 progress(done, total)
@@ -300,12 +307,21 @@ class WebRenderer:
         folder.mkdir(exist_ok=True)
         res = animate(source, clip, folder / f"{name}.mp4", fps=fps, progress=False)
         video = Video(c, preset_name, res.path, res.frames, res.seconds, fps)
-        with self._lock:
-            self._videos[key] = video
-            while len(self._videos) > self.cache_videos:
-                _, old = self._videos.popitem(last=False)
-                old.path.unlink(missing_ok=True)
+        self._on_thread(self._keep_video, key, video)
         return video
+
+    def _cached_video(self, key: str) -> Video | None:
+        hit = self._videos.get(key)
+        if hit is None or not hit.path.exists():
+            return None
+        self._videos.move_to_end(key)
+        return hit
+
+    def _keep_video(self, key: str, video: Video) -> None:
+        self._videos[key] = video
+        while len(self._videos) > self.cache_videos:
+            _, old = self._videos.popitem(last=False)
+            old.path.unlink(missing_ok=True)
 
     def describe(self) -> str:
         m = self.model
@@ -314,10 +330,18 @@ class WebRenderer:
                 f"sizes up to {self.max_resolution} px")
 
     def close(self) -> None:
-        with self._lock:
+        """Drops the caches and their files, and stops the generator thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def clear() -> None:
             self._identities.clear()
             self._results.clear()
             self._videos.clear()
+
+        self._on_thread(clear)
+        self._thread.shutdown()
         if getattr(self, "_tmp", None) is not None:
             self._tmp.cleanup()
 
@@ -350,6 +374,14 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 
 __all__ = [
-    "Controls", "EXPRESSIONS", "LIVE_MS", "MAX_SEED", "RANGES", "Render", "VIEWS", "Video", "WebRenderer",
+    "EXPRESSIONS",
+    "LIVE_MS",
+    "MAX_SEED",
+    "RANGES",
+    "VIEWS",
+    "Controls",
+    "Render",
+    "Video",
+    "WebRenderer",
     "resolution_choices",
 ]
