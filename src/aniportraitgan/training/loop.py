@@ -35,6 +35,7 @@ from aniportraitgan.artefacts import (
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.body.landmarks import LinearLandmarks
 from aniportraitgan.data import PortraitDataset
+from aniportraitgan.data.verify import verify_dataset
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import Generator
@@ -140,6 +141,7 @@ class Trainer:
     def _load_dataset(self, stage: int) -> tuple[PortraitDataset, LabelSampler]:
         st = self.cfg.stage(stage)
         root = Path(self.opts.data)
+        verify_dataset(root, full=False).raise_if_bad()  # a bad image stops the run now, not at step 7
         ds = PortraitDataset(root, resolution=st.portrait_resolution, face_resolution=st.face_resolution)
         if len(ds) == 0:
             raise AssetError(f"dataset {root} is empty: it has no samples to train on")
