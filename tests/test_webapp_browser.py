@@ -2,8 +2,8 @@
 
 Opens the page served by the bundled demo model, drags a slider with real pointer events and sees
 the image change, renders a preset to a video, types a bad seed and sees the error, checks that
-nothing came from anywhere but the server (fonts and icons included) and that the page fits a
-phone's width. Skipped, with the reason, where there is no chromium, chromedriver or selenium.
+nothing came from anywhere but the server (fonts and icons included), uploads a talking video
+and gets its reenactment, and checks that the page fits a phone's width. Skipped, with the reason, where there is no chromium, chromedriver or selenium.
 
 ``python tests/test_webapp_browser.py OUT.png`` takes the README's screenshot the same way.
 """
@@ -154,6 +154,31 @@ def test_page_in_a_browser(served, driver):
     assert any(status == "loaded" for _, status in fonts) and not [f for f in fonts if f[1] == "error"], fonts
     assert driver.find_elements(By.CSS_SELECTOR, "#portrait svg"), "icons are inline SVG"
     assert time.perf_counter() - t0 < 60
+
+
+def test_video_driving_in_a_browser(served, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    pytest.importorskip("mediapipe", reason="video driving needs the [track] extra (mediapipe)")
+    from test_webapp_driving import talking_clip
+
+    clip = talking_clip(tmp_path)
+    url, _ = served
+    driver.get(url)
+    page_ready(driver)
+    driver.find_element(By.ID, "driving-tab-button").click()
+    upload = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#drive-input input[type=file]"),
+                      "the upload field")
+    upload.send_keys(str(clip))
+    wait_for(driver, lambda d: d.execute_script(
+        "const v = document.querySelector('#drive-input video'); return v && v.src.includes('talking');"),
+        "the uploaded video in its player")
+    driver.find_element(By.ID, "reenact").click()
+    src = wait_for(driver, lambda d: d.execute_script(
+        "const v = document.querySelector('#drive-video video'); return v && v.src.includes('.mp4') ? v.src : '';"),
+        "the reenactment", timeout=60)
+    assert "aniportraitgan_seed0_drive_talking_portrait_64px.mp4" in src
+    assert "11 frames at 25 fps" in driver.find_element(By.ID, "drive-status").text
 
 
 def test_page_fits_a_phone(served, driver):

@@ -1,7 +1,7 @@
 """The Gradio page of ``aniportraitgan serve``: every control of ``WebRenderer`` as a widget.
 
-Layout: tabs for the image (with its status line and download), the preset animation and (later)
-video driving on the left; identity, ψ, camera, size, camera angles, head, shoulders and
+Layout: tabs for the image (with its status line and download), the preset animation and video
+driving on the left; identity, ψ, camera, size, camera angles, head, shoulders and
 expressions on the right. The two columns stack on a narrow (phone) screen.
 
 Events go through Gradio's queue: renders share one concurrency slot (``concurrency``), videos
@@ -23,7 +23,8 @@ import random
 import socket
 
 from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
-from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.webapp.driving import MAX_SECONDS, drive
 from aniportraitgan.webapp.render import (
     DEFAULT_FRAMES_BETWEEN,
     EXPRESSIONS,
@@ -56,8 +57,7 @@ CSS = """
 # Gradio's default of 10,000 would allow gigabytes), and worker threads for the handlers.
 SESSIONS = 256
 WORKER_THREADS = 8
-# HOOK(issue 15): driving by an uploaded talking video, with its audio, is not in the package
-# yet. When it lands, `_video_driving_section` gets the upload, the button and the handler.
+MAX_UPLOAD = "200mb"  # a driving video
 
 
 def gradio():
@@ -82,20 +82,12 @@ def _status(r) -> str:
     return f"{w}×{h} {c.view} · seed {c.seed} · ψ {c.psi:.2f} · {timing}"
 
 
-def _video_driving_section(gr) -> None:
-    gr.Markdown(
-        "**Not available yet.** Uploading a talking video to reenact it with this identity, with "
-        "its audio, comes with video driving (issue 15), which has not landed. Nothing on this "
-        "tab is wired up until then."
-    )
-
-
 def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64, examples=EXAMPLE_SEEDS):
     """The ``gr.Blocks`` app for ``renderer`` (queue set up; not launched)."""
     gr = gradio()
 
     def fail(exc: Exception):
-        if isinstance(exc, (InputError, UserError)):
+        if isinstance(exc, (InputError, UserError, AssetError)):
             return gr.Error(str(exc), title="Bad input")
         log.exception("render failed")
         return gr.Error(f"{type(exc).__name__}: {exc}", title="Render failed")
@@ -131,8 +123,19 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                                          buttons=["download"], elem_id="video", height=420)
                         video_status = gr.Markdown(elem_id="video-status")
                         mp4 = gr.DownloadButton("Download MP4", size="sm", elem_id="download-mp4")
-                    with gr.Tab("Video driving (later)", id="driving-tab", elem_id="driving-tab"):
-                        _video_driving_section(gr)
+                    with gr.Tab("Video driving", id="driving-tab", elem_id="driving-tab"):
+                        gr.Markdown(f"Upload a talking video (up to {MAX_SECONDS:g} s): the current identity, "
+                                    "camera and size reenact it, with its sound. Tracking runs at about 2 frames/s "
+                                    "on a 2-core CPU.")
+                        drive_in = gr.Video(sources=["upload"], label="driving video", elem_id="drive-input",
+                                            height=240)
+                        beside = gr.Checkbox(value=True, label="show the driving video beside the portrait",
+                                             elem_id="drive-beside")
+                        reenact = gr.Button("Reenact", variant="primary", elem_id="reenact")
+                        drive_out = gr.Video(label="reenactment", interactive=False, autoplay=True,
+                                             buttons=["download"], elem_id="drive-video", height=420)
+                        drive_status = gr.Markdown(elem_id="drive-status")
+                        drive_mp4 = gr.DownloadButton("Download MP4", size="sm", elem_id="download-drive")
             with gr.Column(scale=1, min_width=300):
                 with gr.Row():
                     seed = gr.Number(value=thumb_seeds[0] if thumb_seeds else 0, precision=0,
@@ -199,6 +202,17 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
             note = f"{out.preset}: {out.frames} frames at {out.fps:g} fps, made in {out.seconds:.1f} s"
             return str(out.path), note, str(out.path)
 
+        def reenacted(data, progress=gr.Progress()):
+            def report(done: int, total: int, what: str) -> None:
+                progress((done, total or None), desc=what, unit="frames")
+
+            try:
+                out = drive(renderer, controls([data[x] for x in inputs]), data[drive_in], data[beside], report)
+            except Exception as exc:  # noqa: BLE001 - shown on the page
+                raise fail(exc) from None
+            note = f"{out.frames} frames at {out.fps:g} fps, made in {out.seconds:.1f} s"
+            return str(out.path), note, str(out.path)
+
         outputs = [image, status, png]
         common = dict(inputs=inputs, outputs=outputs, trigger_mode="always_last", concurrency_id="render",
                       concurrency_limit=concurrency)
@@ -219,6 +233,8 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                     api_visibility="private", queue=False).then(render, api_visibility="private", **common)
         make_video.click(make, inputs=set(inputs) | {preset, between, fps}, outputs=[video, video_status, mp4],
                          concurrency_id="video", concurrency_limit=1, api_name="video")
+        reenact.click(reenacted, inputs=set(inputs) | {drive_in, beside}, outputs=[drive_out, drive_status, drive_mp4],
+                      concurrency_id="video", concurrency_limit=1, api_name="drive")
     app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return app
 
@@ -238,7 +254,7 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -
         app.launch(
             server_name=host, server_port=port, prevent_thread_lock=not block, share=False, inbrowser=False,
             show_error=True, quiet=True, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
-            max_threads=WORKER_THREADS, state_session_capacity=SESSIONS,
+            max_threads=WORKER_THREADS, state_session_capacity=SESSIONS, max_file_size=MAX_UPLOAD,
             footer_links=["api", "settings"], theme=gr.themes.Default(), css=CSS,
         )
     except OSError as exc:

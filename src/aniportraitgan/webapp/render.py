@@ -242,6 +242,11 @@ class WebRenderer:
         face = to_uint8_images(out.face)
         return face if c.view == "face" else np.concatenate([to_uint8_images(out.portrait), face], axis=2)
 
+    def frames(self, controls: Controls, kf: Keyframes) -> np.ndarray:
+        """uint8 [B, H, W, 3] of the identity, ψ, camera and size of ``controls`` for the keyframes
+        ``kf`` (their pose, expression and camera), on the generator thread."""
+        return self._on_thread(self._frames, self.check(controls), kf)
+
     def is_live(self, view: str, resolution: int | None) -> bool:
         """Whether frames of this view and size are fast enough to follow a dragged slider."""
         key = (view, self.default_resolution if resolution is None else resolution)
@@ -297,7 +302,7 @@ class WebRenderer:
 
         def source(kf: Keyframes) -> np.ndarray:
             nonlocal done
-            frames = self._on_thread(self._frames, c, kf)  # batch by batch: single renders interleave
+            frames = self.frames(c, kf)  # batch by batch: single renders interleave
             done += len(kf)
             if progress is not None:
                 progress(done, total)
@@ -307,7 +312,7 @@ class WebRenderer:
         folder.mkdir(exist_ok=True)
         res = animate(source, clip, folder / f"{name}.mp4", fps=fps, progress=False)
         video = Video(c, preset_name, res.path, res.frames, res.seconds, fps)
-        self._on_thread(self._keep_video, key, video)
+        self.keep_video(key, video)
         return video
 
     def _cached_video(self, key: str) -> Video | None:
@@ -317,11 +322,17 @@ class WebRenderer:
         self._videos.move_to_end(key)
         return hit
 
+    def keep_video(self, key: str, video: Video) -> None:
+        """Keeps ``video`` among the last ``cache_videos`` ones; older ones lose their files."""
+        self._on_thread(self._keep_video, key, video)
+
     def _keep_video(self, key: str, video: Video) -> None:
         self._videos[key] = video
         while len(self._videos) > self.cache_videos:
             _, old = self._videos.popitem(last=False)
             old.path.unlink(missing_ok=True)
+            if old.path.parent != self.workdir and not any(old.path.parent.iterdir()):
+                old.path.parent.rmdir()
 
     def describe(self) -> str:
         m = self.model
