@@ -5,10 +5,10 @@ tuning, the metrics) and returns an ``Inversion``; ``identity_of`` turns it into
 ``StoredIdentity`` the file holds; ``invert_photo`` runs the front end on a photo first and writes
 the identity file, the comparison image and the metrics JSON.
 
-Nothing is written until everything is computed; each file is written atomically, the identity
-file last, so a failure at any point (a photo without a face, a diverged search, Ctrl-C, a full
-disk) leaves no partial file behind, and an identity file on disk always comes with its
-comparison image and metrics.
+Nothing is written until everything is computed; the three files are written under temporary
+names and renamed into place together at the end (the identity file last), so a failure at any
+point (a photo without a face, a diverged search, Ctrl-C, a full disk) leaves none of them
+behind, and an identity file on disk always comes with its comparison image and metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from aniportraitgan.artefacts.identities import (
     generator_signature,
     write_identity,
 )
-from aniportraitgan.atomic import atomic_write_bytes
+from aniportraitgan.atomic import atomic_path, atomic_write_bytes
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import RenderOptions
@@ -170,9 +170,11 @@ def invert_photo(photo: str | Path, model, out: str | Path, cfg: InversionConfig
     ident = identity_of(model, inv, target, info)
     views = comparison_views(model, inv.codes, target, ident.tuned_generator(model.generator))
     report = finite_info({**info, "identity": str(out), "signature": ident.signature, "history": inv.history})
-    write_comparison(comp, views)
-    atomic_write_bytes(met, (json.dumps(report, indent=2, allow_nan=False, default=str) + "\n").encode())
-    write_identity(out, ident)
+    # Three temporary files renamed into place together at the end (the identity file last).
+    with atomic_path(out) as tmp_out, atomic_path(met) as tmp_met, atomic_path(comp) as tmp_comp:
+        write_comparison(tmp_comp, views)
+        atomic_write_bytes(tmp_met, (json.dumps(report, indent=2, allow_nan=False, default=str) + "\n").encode())
+        write_identity(tmp_out, ident)
     return report
 
 
