@@ -2,10 +2,10 @@
 open, blink, smile, shoulder shrug) rendered by the project's rasterizer into an mp4, tracked
 from the pixels alone, compared with the truth.
 
-Measured here (320 x 240, 61 frames, 25 frames/s; docs/animation.md has the 640 x 480 numbers):
-head rotation 1.3-1.8 deg median (p90 2.6-4.5), seen from the camera 1.4-1.9 deg, camera 0.3-1.3
-deg, expression correlation 0.95-0.99 per coefficient (mean 0.965-0.978), shrug correlation
-0.65-0.71. Thresholds leave about 2x room.
+Measured on this clip (320 x 240, 61 frames, 25 frames/s; docs/animation.md has 640 x 480 too):
+head rotation 2.4 deg median (p90 3.4), seen from the camera 2.0 deg, camera 0.8 deg,
+expression correlation 0.95-0.98 per coefficient, shrug correlation 0.76, fit error 0.49 px.
+Thresholds leave 1.7-3x room (runs vary by a few tenths of a degree).
 """
 
 from __future__ import annotations
