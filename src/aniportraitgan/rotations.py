@@ -116,12 +116,16 @@ def matrix_to_euler_zyx(R: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
-    """Closest proper rotation (Frobenius norm) to each [..., 3, 3] matrix, via SVD."""
-    U, _, Vh = torch.linalg.svd(M)
+    """Closest proper rotation (Frobenius norm) to each [..., 3, 3] matrix, via SVD in float64
+    (as exact as roma.special_procrustes's float64 closed form; returned in M's dtype). Autograd's
+    plain SVD gradient, which is unbounded for equal singular values: the body model uses roma's
+    damped one when a gradient is needed."""
+    X = M.double()
+    U, _, Vh = torch.linalg.svd(X)
     det = torch.det(U @ Vh)
-    D = torch.ones(M.shape[:-1], dtype=M.dtype, device=M.device)
+    D = torch.ones(X.shape[:-1], dtype=X.dtype, device=X.device)
     D = torch.cat([D[..., :2], det[..., None]], -1)
-    return (U * D[..., None, :]) @ Vh
+    return ((U * D[..., None, :]) @ Vh).to(M.dtype)
 
 
 def rigid(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

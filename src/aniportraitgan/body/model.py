@@ -24,7 +24,7 @@ from torch import nn
 from aniportraitgan import frames
 from aniportraitgan.body.asset import BONE_NAMES, BodyAsset, load_asset
 from aniportraitgan.errors import InputError
-from aniportraitgan.rotations import axis_angle_to_matrix
+from aniportraitgan.rotations import axis_angle_to_matrix, nearest_rotation
 
 # body (anny world: Z up, face -Y) -> scene (Y up, face +Z); see docs/conventions.md.
 R_BODY_TO_SCENE = frames.body_to_scene_rotation()
@@ -160,8 +160,12 @@ class PortraitBodyModel(nn.Module):
         heads = self.heads_mean + (codes @ self._head_basis).view(B, -1, 3)
         orient = self.orient_mean + (codes @ self._orient_basis).view(B, -1, 3, 3)
         # The rest rotation is the nearest proper rotation of a linear matrix, as anny computes it.
-        # roma's special Procrustes has a damped gradient, finite even for equal singular values.
-        # (imported here: importing roma pulls in torch._dynamo, ~2.5 s per process)
+        # roma's special Procrustes has a damped gradient, finite even for equal singular values;
+        # without a gradient the plain SVD gives the same rotation (to float32 rounding) and
+        # spares importing roma, which pulls in torch._dynamo (~2.5-3.7 s per process: every
+        # data-synth worker).
+        if not (torch.is_grad_enabled() and orient.requires_grad):
+            return verts, heads, nearest_rotation(orient)
         import roma
 
         return verts, heads, roma.special_procrustes(orient)
