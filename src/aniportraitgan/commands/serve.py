@@ -2,7 +2,8 @@
 
 A Gradio page (aniportraitgan.webapp) with every control: identity, psi, portrait or face
 camera or both, resolution, camera, head, shoulders and expressions, preset animations to mp4,
-and downloads. Open the printed address in a browser; Ctrl-C stops it. Needs the [web] extra.
+downloads, and the reenactment of an uploaded talking video. Open the printed address in a
+browser; Ctrl-C stops it. Needs the [web] extra (and [track] for video driving).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from aniportraitgan.commands.threads import add_threads_option
+from aniportraitgan.webapp import serve
 
 
 def register(subparsers) -> None:
@@ -26,7 +28,5 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aniportraitgan.webapp import serve
-
     return serve(args.ckpt, args.host, args.port, threads=args.threads, device=args.device,
                  concurrency=args.concurrency, cache_identities=args.cache_identities)
