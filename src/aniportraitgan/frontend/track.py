@@ -36,7 +36,8 @@ from aniportraitgan.atomic import atomic_write
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.frontend.detection import Detector
-from aniportraitgan.frontend.fitting import NECK_SHARE, FitConfig, Observations, blendshapes_to_body, fit, fit_body
+from aniportraitgan.frontend.fit_body import fit_body
+from aniportraitgan.frontend.fitting import NECK_SHARE, FitConfig, Observations, blendshapes_to_body, fit
 from aniportraitgan.frontend.photos import Similarity
 from aniportraitgan.frontend.video_input import open_video
 from aniportraitgan.rotations import axis_angle_to_matrix, matrix_to_axis_angle
