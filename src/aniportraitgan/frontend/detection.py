@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,9 @@ class Detector:
         H, W = rgb.shape[:2]
         det = Detection(size=(H, W))
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        res = self._faces.detect_for_video(image, int(timestamp_ms)) if self.video else self._faces.detect(image)
+        with warnings.catch_warnings():  # mediapipe calls a deprecated protobuf API on every image
+            warnings.simplefilter("ignore", UserWarning)
+            res = self._faces.detect_for_video(image, int(timestamp_ms)) if self.video else self._faces.detect(image)
         faces = []
         for k, pts in enumerate(res.face_landmarks):
             arr = np.array([(p.x * W, p.y * H, p.z * W) for p in pts], dtype=np.float32)
@@ -201,7 +204,7 @@ class Detector:
                 det.blendshapes = {c.category_name: float(c.score) for c in res.face_blendshapes[k]}
             if res.facial_transformation_matrixes:
                 det.face_matrix = np.asarray(res.facial_transformation_matrixes[k], dtype=np.float64)
-        pose = self._pose.process(rgb)
+        pose = self._process_pose(rgb)
         if pose.pose_landmarks is not None:
             lm = pose.pose_landmarks.landmark
             ids = (POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER)
@@ -214,6 +217,11 @@ class Detector:
         if self.segmentation and getattr(pose, "segmentation_mask", None) is not None:
             det.mask = np.asarray(pose.segmentation_mask, dtype=np.float32)
         return det
+
+    def _process_pose(self, rgb: np.ndarray):
+        with warnings.catch_warnings():  # the same protobuf warning from the legacy graph
+            warnings.simplefilter("ignore", UserWarning)
+            return self._pose.process(rgb)
 
     def close(self) -> None:
         for obj in (self._faces, self._pose):

@@ -101,22 +101,24 @@ def _settings(cfg: PrepareConfig) -> dict:
     return {"align": json.loads(json.dumps(asdict(cfg.align))), "batch": cfg.batch, "generator_version": GENERATOR_VERSION}
 
 
-def list_photos(raw: Path) -> list[str]:
-    """Every regular, non-hidden file under `raw` (relative paths, sorted)."""
+def list_photos(raw: Path, exclude: Path | None = None) -> list[str]:
+    """Every regular, non-hidden file under `raw` (relative paths, sorted), leaving out the
+    folder `exclude` (an output folder inside the photo folder)."""
     out = []
+    skip = exclude.resolve() if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(raw):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (Path(dirpath) / d).resolve() != skip)
         for f in filenames:
             if not f.startswith(".") and os.path.isfile(os.path.join(dirpath, f)):
                 out.append(os.path.relpath(os.path.join(dirpath, f), raw))
     return sorted(out)
 
 
-def _manifest(raw: Path, work: Path) -> list[str]:
-    path = work / FILES
+def _manifest(raw: Path, root: Path) -> list[str]:
+    path = root / WORK_DIR / FILES
     old = path.read_text().splitlines() if path.is_file() else []
     known = set(old)
-    files = old + [f for f in list_photos(raw) if f not in known]
+    files = old + [f for f in list_photos(raw, exclude=root) if f not in known]
     if files != old:
         atomic_write_bytes(path, ("\n".join(files) + "\n").encode())
     return files
@@ -219,7 +221,7 @@ def prepare(raw_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareC
         for d in (root / PORTRAIT_DIR, root / FACE_DIR, work / BATCH_DIR):
             d.mkdir(parents=True, exist_ok=True)
         _check_settings(root, work, _settings(cfg))
-        files = _manifest(raw, work)
+        files = _manifest(raw, root)
     except OSError as exc:
         raise UserError(f"cannot write to {root}: {exc}") from None
     if not files:

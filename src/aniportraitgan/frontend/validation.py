@@ -1,17 +1,23 @@
 """Known-answer check of `data prepare`: prepare SynthPortraits renders as if they were photos and
 compare the fitted labels with the true ones (docs/dataset.md records the numbers).
 
-    from aniportraitgan.frontend.validation import synthetic_errors
-    errors = synthetic_errors("prepared_dir", "synth_dir")
+    python -m aniportraitgan.frontend.validation OUT [--num 128 --resolution 512 --seed 21]
 
-Photos must be the synthetic portraits under their own names (`000123.png`), so that a prepared
-row finds its truth row.
+renders `OUT/truth` (SynthPortraits whose expressions are the ones a face shows clearly: jaw,
+blinks, smiles), copies the portraits alone to `OUT/raw`, prepares them into `OUT/prepared` and
+prints `synthetic_errors`. Photos must keep their synthetic names (`000123.png`), so that a
+prepared row finds its truth row; other photos are skipped.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import csv
+import importlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +25,58 @@ import torch
 
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import Cameras
-from aniportraitgan.data.dataset import LABELS_FILE, load_labels, read_card
+from aniportraitgan.data import synth
+from aniportraitgan.data.dataset import (
+    LABELS_FILE,
+    PORTRAIT_DIR,
+    load_labels,
+    read_card,
+)
 from aniportraitgan.frames import opencv_to_opengl_c2w
+from aniportraitgan.frontend.align import AlignConfig
+from aniportraitgan.frontend.prepare import PrepareConfig, prepare
 from aniportraitgan.rotations import matrix_to_axis_angle
 
 CLEAR_EXPRESSIONS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight")
+
+
+def clear_expressions(rng, names, priors):
+    """An expression draw for known-answer sets: jaw open in half the samples, both eyes
+    blinking in 40 %, a smile in half, each at a random strength; everything else neutral."""
+    z = np.zeros(len(names), np.float32)
+    if rng.uniform() < 0.5:
+        z[names.index("jawOpen")] = rng.uniform(0.0, 0.8)
+    if rng.uniform() < 0.4:
+        v = rng.uniform(0.0, 1.0)
+        z[names.index("eyeBlinkLeft")], z[names.index("eyeBlinkRight")] = v, v * rng.uniform(0.85, 1.0)
+    if rng.uniform() < 0.5:
+        v = rng.uniform(0.0, 0.9)
+        z[names.index("mouthSmileLeft")], z[names.index("mouthSmileRight")] = v, v * rng.uniform(0.85, 1.0)
+    return z
+
+
+@contextlib.contextmanager
+def expression_draw(draw):
+    """SynthPortraits with another expression draw, inside this block (one process: workers=1)."""
+    module = importlib.import_module(synth.draw_sample.__module__)
+    old = module.sample_expression
+    module.sample_expression = draw
+    try:
+        yield
+    finally:
+        module.sample_expression = old
+
+
+def make_known_answer_set(root: str | os.PathLike, num: int, resolution: int, seed: int) -> Path:
+    """Render `root/truth` with clear expressions and copy its portraits alone to `root/raw`."""
+    root = Path(root)
+    with expression_draw(clear_expressions):
+        synth.synthesize(root / "truth", synth.SynthConfig(num=num, resolution=resolution, seed=seed, workers=1, progress=False))
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for p in sorted((root / "truth" / PORTRAIT_DIR).glob("*.png")):
+        shutil.copyfile(p, raw / p.name)
+    return raw
 
 
 def _angle_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> np.ndarray:
@@ -102,3 +155,20 @@ def synthetic_errors(prepared: str | os.PathLike, truth: str | os.PathLike) -> d
         "crop_zoom_spread": round(float(np.percentile(zoom, 90) - np.percentile(zoom, 10)), 3),
         "head_centre_shift_share": round(float(np.median(shift)), 4),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--num", type=int, default=128)
+    ap.add_argument("--resolution", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    raw = make_known_answer_set(args.out, args.num, args.resolution, args.seed)
+    prepare(raw, Path(args.out) / "prepared", PrepareConfig(align=AlignConfig(resolution=args.resolution), workers=args.workers))
+    print(json.dumps(synthetic_errors(Path(args.out) / "prepared", Path(args.out) / "truth"), indent=1))
+
+
+if __name__ == "__main__":
+    main()
