@@ -6,12 +6,15 @@ Targets are sub-subcommands registered in ``TARGETS`` (name -> register function
     aniportraitgan bench generator --preset tiny|paper [--batch B] [--repeats N] [--device cpu|cuda]
         [--resolutions 128,512] [--geometry-res 128] [--threads N] [--json FILE]
     aniportraitgan bench body [--repeats N] [--device cpu|cuda]
+    aniportraitgan bench train [--config tiny] [--resolution 64] [--face-resolution 64] [--batch B]
+        [--variants unpatched,exact,reuse] [--rounds N] [--steps N] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -20,6 +23,7 @@ from aniportraitgan.animation.bench import bench_generator, machine_name, summar
 from aniportraitgan.body.bench import bench_body
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
+from aniportraitgan.training.bench import VARIANTS, bench_config, bench_train
 
 
 # ------------------------------------------------------------------ bench generator
@@ -95,18 +99,59 @@ def run_body(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ bench train
+def _register_train(sub) -> None:
+    t = sub.add_parser(
+        "train", help="seconds per training step (stage 1) with and without the speed-ups, as ratios",
+        description="Time stage-1 training steps of a configuration (D and G phases, optimisers, EMA; "
+        "noise as real images, no dataset needed) for each variant in alternating rounds, and print each "
+        "variant's time as a ratio to the first: " + "; ".join(VARIANTS) + " (training/bench.py).",
+    )
+    t.add_argument("--config", default="tiny", help="training preset (default tiny: the demo model's)")
+    t.add_argument("--resolution", type=int, default=64, help="stage-1 portrait side (default 64)")
+    t.add_argument("--face-resolution", type=int, default=64, help="stage-1 face side (default 64)")
+    t.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
+    t.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, the first is the reference "
+                   f"(default {','.join(VARIANTS)})")
+    t.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (the median is reported)")
+    t.add_argument("--steps", type=int, default=2, help="steps per variant and round")
+    t.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
+    t.add_argument("--no-facerecon", action="store_true", help="without R's landmark loss (eq. 9)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_threads_option(t)
+    t.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _set_device_and_threads(args)
+    load = os.getloadavg()[0]
+    cfg = bench_config(args.config, args.resolution, args.face_resolution, args.batch)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    res = bench_train(cfg, names, args.rounds, args.steps, args.warmup, args.device, not args.no_facerecon,
+                      say=lambda line: print(line, flush=True))
+    for name, r in res.items():
+        print(f"{name:<10s} {r['seconds']:7.3f} s/step  x{r['ratio']:.2f}   CPU {r['cpu_seconds']:7.3f} s/step  "
+              f"x{r['cpu_ratio']:.2f}", flush=True)
+    st = cfg.stage1
+    print(f"bench train {args.config} {st.portrait_resolution}/{st.face_resolution} px batch {st.batch_size} "
+          f"({machine_name(torch.device(args.device))}, load {load:.1f}-{os.getloadavg()[0]:.1f}): "
+          + ", ".join(f"{n} {r['seconds']:.2f} s (x{r['ratio']:.2f}; CPU x{r['cpu_ratio']:.2f})" for n, r in res.items()))
+    return 0
+
+
 # ------------------------------------------------------------------ registry
 # Add a target by writing `_register_<name>(sub)` and listing it here (e.g. "body").
 TARGETS = {
     "generator": _register_generator,
     "body": _register_body,
+    "train": _register_train,
 }
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="timing benchmarks (generator, body)",
+        help="timing benchmarks (generator, body, train)",
         description="Timing benchmarks; each target prints a one-line summary last.",
     )
     sub = p.add_subparsers(dest="bench_target", metavar="TARGET")

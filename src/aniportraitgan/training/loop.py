@@ -187,9 +187,11 @@ class Trainer:
                 lock.release()
         return summary
 
-    def _begin_stage(self, stage: int) -> StageRun:
+    def _begin_stage(self, stage: int, data: tuple[PortraitDataset, LabelSampler] | None = None) -> StageRun:
+        """The stage's networks, optimisers and objective; `data` (dataset, sampler) replaces the
+        run's dataset (`training.bench` times steps without one)."""
         cfg, st, ab = self.cfg, self.cfg.stage(stage), self.cfg.ablation
-        ds, sampler = self._load_dataset(stage)
+        ds, sampler = data or self._load_dataset(stage)
         Ds = build_discriminators(
             st.portrait_resolution, st.face_resolution, cfg.disc,
             use_face=not ab.no_face_disc, use_torso=not ab.no_torso_disc,

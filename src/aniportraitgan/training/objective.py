@@ -53,6 +53,8 @@ class PortraitObjective:
         self.adversarial_weights = {"whole": cfg.loss.whole, "face": cfg.loss.face, "torso": cfg.loss.torso}
         # Eq. 9 in stage 1 only: stage 2 trains U alone, which does not change the face's shape.
         self.use_landmarks = stage == 1 and R is not None and cfg.loss.landmark > 0
+        self.reuse_fakes = cfg.reuse_fakes
+        self.last_fakes: dict[str, torch.Tensor] | None = None  # the last G phase's views (reuse_fakes)
 
     # ------------------------------------------------------------------ phases
     def r1_due(self, step: int) -> bool:
@@ -63,10 +65,12 @@ class PortraitObjective:
         """The discriminators' loss on `batch` (real) and fresh generated views, with the R1 phase
         when due. Returns (loss, logs)."""
         logs: dict[str, float] = {}
-        lat, cams, body_out = self.sample(gen)
-        with torch.no_grad():
-            rendered = self.render(lat, cams, return_aux=False, with_face=self._face_view_needed(for_g=False))
-            fake = self.fake_views(rendered, cams, body_out)
+        fake = self.last_fakes
+        if fake is None:
+            lat, cams, body_out = self.sample(gen)
+            with torch.no_grad():
+                rendered = self.render(lat, cams, return_aux=False, with_face=self._face_view_needed(for_g=False))
+                fake = self.fake_views(rendered, cams, body_out)
         real = self.real_views(batch)
         loss = torch.zeros((), device=self.device)
         r1 = self.r1_due(step)
@@ -94,6 +98,8 @@ class PortraitObjective:
         lat, cams, body_out = self.sample(gen)
         rendered = self.render(lat, cams, return_aux=(self.stage == 1), with_face=self._face_view_needed(for_g=True))
         fake = self.fake_views(rendered, cams, body_out)
+        if self.reuse_fakes:
+            self.last_fakes = {k: v.detach() for k, v in fake.items()}
         loss = torch.zeros((), device=self.device)
         for name, D in self.Ds.items():
             with self.autocast():

@@ -1,0 +1,63 @@
+"""`bench train` and the reuse_fakes speed-up: steps timed per variant, ratios, and the D step
+judging the previous G step's renders without rendering."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from aniportraitgan.cli import main
+from aniportraitgan.errors import InputError
+from aniportraitgan.training.bench import VARIANTS, Variant, _build, bench_config, bench_train
+
+
+def _cfg():
+    cfg = bench_config("tiny", 16, 16, batch=2)
+    cfg.generator_overrides = {"samples_per_ray": 8, "sr_map_resolution": 16}
+    return cfg
+
+
+def test_bench_train_times_every_variant():
+    res = bench_train(_cfg(), list(VARIANTS), rounds=1, steps=1, warmup=0, facerecon=False)
+    assert list(res) == list(VARIANTS)
+    assert res["unpatched"]["ratio"] == 1.0 and res["unpatched"]["cpu_ratio"] == 1.0
+    for r in res.values():
+        assert r["seconds"] > 0 and r["cpu_seconds"] > 0 and math.isfinite(r["ratio"]) and len(r["rounds"]) == 1
+    with pytest.raises(InputError, match="unknown bench variant"):
+        bench_train(_cfg(), ["fast"], rounds=1, steps=1)
+
+
+def test_reuse_fakes_skips_the_d_steps_render_and_judges_the_last_g_renders():
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, run, batch = _build(_cfg(), Variant(reuse_fakes=True), "cpu", False, Path(tmp))
+        calls = []
+        hook = trainer.G.register_forward_hook(lambda *a: calls.append(torch.is_grad_enabled()))
+        gen = torch.Generator().manual_seed(0)
+        trainer._train_step(run, 0, batch, gen)  # nothing to reuse yet: D renders, then G
+        assert calls == [False, True]
+        kept = {k: v.clone() for k, v in run.objective.last_fakes.items()}
+        assert all(not v.requires_grad for v in kept.values())
+        seen = []
+        D = run.Ds["whole"]
+        h2 = D.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+        trainer._train_step(run, 1, batch, gen)
+        hook.remove()
+        h2.remove()
+        assert calls == [False, True, True]  # the second D step rendered nothing
+        assert torch.equal(seen[1], kept["whole"])  # D's fake input: the previous G step's portrait
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, run, _ = _build(_cfg(), Variant(), "cpu", False, Path(tmp))
+        assert run.objective.reuse_fakes is False
+
+
+def test_cli_bench_train(capsys):
+    assert main(["bench", "train", "--config", "tiny", "--resolution", "16", "--face-resolution", "16", "--batch", "2",
+                 "--rounds", "1", "--steps", "1", "--warmup", "0", "--no-facerecon", "--variants", "exact,reuse",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("bench train tiny 16/16 px batch 2 (")
+    assert "exact " in out[-1] and "reuse " in out[-1] and "(x1.00;" in out[-1]
