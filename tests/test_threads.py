@@ -15,6 +15,7 @@ from aniportraitgan.cli import build_parser, main
 HEAVY = [
     ["train"], ["animate"], ["generate"], ["evaluate"], ["demo"], ["data", "synth"], ["data", "prepare"],
     ["facerecon", "train"], ["bench", "generator"], ["bench", "body"], ["bench", "train"], ["serve"],
+    ["track"], ["invert"],
 ]
 
 # Records the wait policy at the moment torch is first imported.
