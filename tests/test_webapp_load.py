@@ -158,11 +158,12 @@ def load_test(clients: int, seconds: float, warmup: float | None = None) -> dict
     finally:
         proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     return {"warmup": warm, "run": main, "memory_warmup": mem.between(marks[0], marks[1]),
-            "memory_run": mem.between(marks[1], marks[2]), "rss_after_mb": after}
+            "memory_run": mem.between(marks[1], marks[2]), "rss_after_mb": after, "exit_code": proc.returncode}
 
 
 @pytest.mark.slow  # reason: a server start (~15 s), then 4 clients for 10 s of warm-up and 14 s of load
@@ -175,6 +176,7 @@ def test_concurrent_clients_no_errors_flat_memory():
     growth = result["memory_run"]["max_mb"] - result["memory_warmup"]["max_mb"]
     assert growth < MEMORY_MARGIN_MB, result
     assert result["rss_after_mb"] < result["memory_warmup"]["max_mb"] + MEMORY_MARGIN_MB, result
+    assert result["exit_code"] == 143, result  # SIGTERM: the server closed and said why
     print(json.dumps(result, indent=1))
 
 

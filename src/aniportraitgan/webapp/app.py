@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import socket
+import time
 
 from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
 from aniportraitgan.errors import AssetError, InputError, UserError
@@ -264,7 +265,8 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -
 
 def serve(ckpt: str = "demo", host: str = "127.0.0.1", port: int = 7860, threads: int | None = None,
           device: str = "auto", concurrency: int = 1, cache_identities: int = 8) -> int:
-    """``aniportraitgan serve``: loads the model, builds the page and serves it until Ctrl-C."""
+    """``aniportraitgan serve``: loads the model, builds the page and serves it until Ctrl-C (or
+    SIGTERM), which it lets through after closing the server."""
     import torch
 
     from aniportraitgan.inference import load_inference_model
@@ -283,10 +285,9 @@ def serve(ckpt: str = "demo", host: str = "127.0.0.1", port: int = 7860, threads
     url = launch(app, host, port, block=False)
     print(f"serving {model.source.name} at {url} (Ctrl-C stops)", flush=True)
     try:
-        app.block_thread()
-    except KeyboardInterrupt:
-        pass
-    finally:
+        while app.is_running:  # Ctrl-C or SIGTERM (the CLI's signals.Interrupted) ends the wait
+            time.sleep(0.2)
+    finally:  # then the CLI exits with 130 or 143, as every command does
         app.close()
         renderer.close()
     return 0
