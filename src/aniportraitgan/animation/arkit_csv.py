@@ -62,7 +62,7 @@ class ArkitClip:
 
     def summary(self) -> str:
         n = len(self.keyframes)
-        lines = [f"{n} frames at {self.fps:g} frames/s ({ {'timecode': 'from the timecodes', 'given': 'as given'}.get(self.fps_source, 'no timecode: the Live Link Face rate') }); "
+        lines = [f"{n} frames at {self.fps:g} frames/s ({ {'timecode': 'from the timecodes', 'given': 'as given'}.get(self.fps_source, 'no usable timecode (under 3 s): the Live Link Face rate') }); "
                  f"{len(self.blendshapes_used)} blendshapes, head rotation {'from HeadYaw/HeadPitch/HeadRoll' if self.head else 'none (held still)'}"]
         if self.missing_blendshapes:
             lines.append(f"not in the file (held at 0): {', '.join(self.missing_blendshapes)}")
