@@ -68,7 +68,10 @@ class VideoReader:
     """Frames of one video file; use as an iterator once (or as a context manager)."""
 
     def __init__(self, path: str | os.PathLike, max_side: int | None = None) -> None:
-        import imageio_ffmpeg
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            raise UserError("reading videos needs imageio-ffmpeg: pip install 'aniportraitgan[video]'") from None
 
         self.path = Path(path)
         if not self.path.is_file():
