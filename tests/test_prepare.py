@@ -39,8 +39,12 @@ def raw(tmp_path_factory):
     shutil.copy(_photo("astronaut.png"), d / "astronaut.png")  # NASA portrait, public domain
     shutil.copy(_photo("chelsea.png"), d / "cat.png")  # a cat: no person
     shutil.copy(_photo("rocket.jpg"), d / "rocket.jpg")  # no person
-    big = Image.open(_photo("astronaut.png")).convert("RGB").resize((5000, 5000), Image.BILINEAR)
-    big.save(d / "huge.jpg", quality=90)  # 25 megapixels
+    astronaut = Image.open(_photo("astronaut.png")).convert("RGB")
+    astronaut.resize((5000, 5000), Image.BILINEAR).save(d / "huge.jpg", quality=90)  # 25 megapixels
+    astronaut.resize((160, 160), Image.LANCZOS).save(d / "small.png")  # a 33-pixel face
+    two = astronaut.copy()
+    two.paste(astronaut.crop((140, 10, 320, 200)), (0, 0))  # a second face as large as the first
+    two.save(d / "two.png")
     good = (d / "rocket.jpg").read_bytes()
     (d / "corrupt.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
     Image.new("RGB", (1, 1), "white").save(d / "tiny.png")
@@ -60,13 +64,16 @@ def prepared(raw, tmp_path_factory):
 
 def test_real_photos_and_bad_files_get_a_reason(prepared):
     rep = _report(prepared)
-    assert set(rep) == {"astronaut.png", "cat.png", "rocket.jpg", "huge.jpg", "corrupt.jpg", "tiny.png", "notes.txt", "sub/empty.jpg"}
+    assert set(rep) == {"astronaut.png", "cat.png", "rocket.jpg", "huge.jpg", "corrupt.jpg", "tiny.png", "notes.txt",
+                        "sub/empty.jpg", "small.png", "two.png"}
     assert rep["astronaut.png"]["status"] == "accepted"
     assert rep["huge.jpg"]["status"] == "accepted"
     assert rep["cat.png"]["reason"] == "no face" and rep["rocket.jpg"]["reason"] == "no face"
     for name in ("corrupt.jpg", "notes.txt", "sub/empty.jpg"):
         assert rep[name]["reason"] == "unreadable file", name
     assert rep["tiny.png"]["reason"] == "image too small"
+    assert rep["small.png"]["reason"] == "face too small" and "enlarge" in rep["small.png"]["detail"]
+    assert rep["two.png"]["reason"] == "several faces"
     assert float(rep["astronaut.png"]["fit_error_px"]) < 2.5 * RES / 512 * 2  # measured ~1.5 px at 512
     card = json.loads((prepared / "dataset.json").read_text())
     assert card["source"] == "real" and card["num_samples"] == 2 and card["resolution"] == RES

@@ -8,7 +8,8 @@ Layout of a dataset folder::
     DIR/portraits/000000.png    portrait from the main camera, RGB, resolution x resolution
     DIR/faces/000000.png        aligned face from the face camera, face_resolution squared
 
-Synthetic data (`aniportraitgan data synth`) and real photos (after fitting) use the same format.
+Synthetic data (`aniportraitgan data synth`) and real photos (`aniportraitgan data prepare`) use
+the same format.
 """
 
 from __future__ import annotations
@@ -56,11 +57,13 @@ LABEL_SHAPES: dict[str, tuple[int | None, ...]] = {
     "head_rotation": (3, 3),
     "landmarks": (68, 2),  # iBUG 68, pixels of the portrait image (u right, v down)
     "face_landmarks": (68, 2),  # pixels of the face image
+    "detected_landmarks": (68, 2),  # real photos: the detected points the fit matched, portrait pixels
+    "fit_error_px": (),  # real photos: mean landmark fit error, portrait pixels
 }
 # What every dataset must have (real photos included); the rest is optional.
 REQUIRED_LABELS = ("index", "z_id", "z_exp", "z_pose", "cam_yaw", "cam_pitch", "cam_radius", "cam_fov", "cam_look_at")
 # Label arrays in pixel units: rescaled with the image when a dataset is read at another size.
-PIXEL_LABELS = {"landmarks": PORTRAIT_DIR, "face_landmarks": FACE_DIR}
+PIXEL_LABELS = {"landmarks": PORTRAIT_DIR, "face_landmarks": FACE_DIR, "detected_landmarks": PORTRAIT_DIR, "fit_error_px": PORTRAIT_DIR}
 
 
 def image_name(index: int) -> str:
