@@ -98,7 +98,7 @@ def load_drive(path: str | os.PathLike, track_config: TrackConfig | None = None,
 
 def _resize(frames: np.ndarray, height: int) -> np.ndarray:
     """uint8 [B, h, w, 3] -> [B, height, W', 3] keeping the aspect (W' even)."""
-    B, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     if h == height:
         return frames
     width = max(2, 2 * round(w * height / h / 2))
