@@ -26,6 +26,7 @@ from aniportraitgan.artefacts import CheckpointManager, load_checkpoint, read_ge
 from aniportraitgan.data.synth import make_tiny_dataset
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.loop import RunOptions, train
+from test_reliability_train import small_config
 
 KILL_SEED = 2024
 KILLS = int(os.environ.get("FAULTS_KILLS", "3"))  # kill -9 points per run (docs/reliability.md: 12)
@@ -35,14 +36,10 @@ PARTIAL_MARKS = (".partial", ".tmp-", ".old-")
 
 
 def tiny_train_config() -> TrainConfig:
-    """The tiny preset at 16 x 16, batch 2, a checkpoint every 2 steps (about 0.2 s a step)."""
-    cfg = TrainConfig.preset("tiny")
-    cfg.stage1.portrait_resolution = cfg.stage1.face_resolution = 16
-    cfg.stage1.batch_size = 2
-    cfg.generator_overrides = {"samples_per_ray": 8, "sr_map_resolution": 16, "sr_map_depth_samples": 12, "aux_points": 256}
-    cfg.checkpoint_every = 2
-    cfg.image_every = 0
-    cfg.log_every = 1
+    """test_reliability_train's 16 x 16 config (about 0.2 s a step), with DataLoader workers:
+    the signal tests check that they leave signals to the main process."""
+    cfg = small_config()
+    cfg.num_workers, cfg.log_every = 2, 1  # every step logged: the tests wait for "step k"
     return cfg
 
 

@@ -5,8 +5,6 @@ psi range across commands (defect 9)."""
 from __future__ import annotations
 
 import argparse
-import resource
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,16 +16,7 @@ from aniportraitgan.atomic import DiskFullError
 from aniportraitgan.cli import build_parser, main
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.generator import PSI_RANGE, check_psi
-
-
-@contextmanager
-def file_size_limit(nbytes: int):
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+from test_reliability_files import file_size_limit
 
 
 def _frames(n: int = 12, size: int = 48) -> list[np.ndarray]:
