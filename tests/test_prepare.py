@@ -153,23 +153,31 @@ def test_bad_requests_fail_cleanly(tmp_path, capsys):
     empty.mkdir()
     assert main(["data", "prepare", str(empty), "--out", str(tmp_path / "o1")]) == 2
     assert "no files" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists()  # nothing half-written
     assert main(["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
+    synth_like = tmp_path / "synthetic"
+    synth_like.mkdir()
+    (synth_like / "dataset.json").write_text(json.dumps({"format": "aniportraitgan-portraits"}))
+    (empty / "a.png").write_bytes(b"x")
+    assert main(["data", "prepare", str(empty), "--out", str(synth_like)]) == 2
+    assert "did not make" in capsys.readouterr().err
+
+
+def test_read_only_output_folder(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(b"x")
     locked = tmp_path / "locked"
     locked.mkdir()
-    (empty / "a.png").write_bytes(b"x")
     os.chmod(locked, 0o500)
     try:
         if os.access(locked, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        assert main(["data", "prepare", str(empty), "--out", str(locked / "ds")]) == 2
+            pytest.skip("running as a user who can write anywhere (root); test_unwritable_file_inside_output covers it")
+        assert main(["data", "prepare", str(raw), "--out", str(locked / "ds")]) == 2
         assert "cannot write" in capsys.readouterr().err
         assert not (locked / "ds").exists()
     finally:
         os.chmod(locked, 0o700)
-    synth_like = tmp_path / "synthetic"
-    synth_like.mkdir()
-    (synth_like / "dataset.json").write_text(json.dumps({"format": "aniportraitgan-portraits"}))
-    assert main(["data", "prepare", str(empty), "--out", str(synth_like)]) == 2
 
 
 def test_output_inside_the_photo_folder_is_not_read_as_photos(tmp_path, capsys):

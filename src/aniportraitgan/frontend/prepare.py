@@ -217,6 +217,8 @@ def prepare(raw_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareC
     import_mediapipe()  # a clear error before any output is made
     face_landmarker_path()
     work = root / WORK_DIR
+    if not (work / FILES).is_file() and not list_photos(raw, exclude=root):
+        raise UserError(f"no files in {raw}")  # before anything is written
     try:
         for d in (root / PORTRAIT_DIR, root / FACE_DIR, work / BATCH_DIR):
             d.mkdir(parents=True, exist_ok=True)
@@ -224,8 +226,6 @@ def prepare(raw_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareC
         files = _manifest(raw, root)
     except OSError as exc:
         raise UserError(f"cannot write to {root}: {exc}") from None
-    if not files:
-        raise UserError(f"no files in {raw}")
     B = cfg.batch
     i, n = cfg.shard
     mine = [b for b in range((len(files) + B - 1) // B) if b % n == i]
