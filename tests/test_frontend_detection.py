@@ -27,7 +27,8 @@ def test_model_file_is_checked(tmp_path):
 
 
 def test_missing_mediapipe_names_the_extra(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import fails as when not installed
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # imports fail as when the extra is not installed
+    monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(detection.DetectorUnavailable, match=r"aniportraitgan\[track\]"):
         detection.import_mediapipe()
     raw = tmp_path / "raw"

@@ -108,7 +108,7 @@ class Aligner:
 
     # ------------------------------------------------------------------ per photo
     def _detect(self, item: _Item, path: Path) -> None:
-        import cv2
+        import cv2  # the [track] extra's OpenCV, like mediapipe imported on first use
 
         cfg = self.config
         item.photo = photos.read_photo(path, cfg.work_max_side)
@@ -163,6 +163,8 @@ class Aligner:
     def run(self, batch: list[tuple[int, str, str]], out_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[dict]]:
         """batch: (index, file name for the report, path). Writes the accepted images; returns
         the label rows of the accepted photos and one report record per photo."""
+        import cv2
+
         cfg = self.config
         R = cfg.resolution
         every, items = [], []
@@ -174,6 +176,8 @@ class Aligner:
                 items.append(it)
             except PhotoRejected as exc:
                 it.record.update(reason=exc.reason, detail=exc.detail)
+            except (RuntimeError, ValueError, MemoryError, cv2.error) as exc:  # one odd image must not stop a 40K-photo run
+                it.record.update(reason=photos.DETECTION_FAILED, detail=f"{type(exc).__name__}: {exc}"[:300])
         records = [it.record for it in every]
         if not items:
             return {}, records

@@ -26,8 +26,9 @@ SHOULDERS_CUT_OFF = "shoulders cut off"
 HEAD_CUT_OFF = "head cut off"
 POSE_OUT_OF_RANGE = "pose outside the supported range"
 FIT_FAILED = "fit failed"
+DETECTION_FAILED = "detection failed"
 REASONS = (UNREADABLE, TOO_SMALL_IMAGE, NO_FACE, SEVERAL_FACES, FACE_TOO_SMALL, SHOULDERS_CUT_OFF, HEAD_CUT_OFF,
-           POSE_OUT_OF_RANGE, FIT_FAILED)
+           POSE_OUT_OF_RANGE, FIT_FAILED, DETECTION_FAILED)
 MIN_SIDE = 32  # pixels: below this no photo holds a usable face
 MAX_PIXELS = 400_000_000  # header size above which a file is refused (decoding it would take GBs)
 
