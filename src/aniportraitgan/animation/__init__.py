@@ -3,7 +3,7 @@
 The names the web app and other front ends build on are importable from here: ``Keyframes``,
 ``preset``, ``NECK_SHARE`` / ``set_head_rotation``, ``GeneratorFrames`` and ``animate``; the
 driving formats people already have (``load_arkit_csv``, ``pose_from_release_euler``,
-``pose_from_smpl_euler``, ``camera_from_release``). A video in: ``animation.reenact``.
+``pose_from_smpl_euler``, ``camera_from_release``). A video in: ``frontend.reenact``.
 """
 
 from aniportraitgan.animation.animate import AnimationResult, BodyFrames, GeneratorFrames, animate, generator_source

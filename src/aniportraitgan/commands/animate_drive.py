@@ -19,9 +19,14 @@ from pathlib import Path
 
 from aniportraitgan import inference
 from aniportraitgan.animation.driving_formats import CAMERA_FORMATS
-from aniportraitgan.animation.reenact import DRIVE_SUFFIXES, drive_kind, load_drive, reenact
 from aniportraitgan.animation.video import check_output_path, video_format
 from aniportraitgan.errors import UserError
+from aniportraitgan.frontend.reenact import (
+    DRIVE_SUFFIXES,
+    drive_kind,
+    load_drive,
+    reenact,
+)
 
 
 def add_drive_options(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ prints the errors as JSON. docs/animation.md records them; tests/test_track_know
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import wave
 from dataclasses import replace
@@ -25,10 +27,21 @@ from aniportraitgan.animation.keyframes import ARKIT_NAMES, Keyframes, joint_ind
 from aniportraitgan.animation.presets import preset
 from aniportraitgan.animation.video import mux_audio, write_video
 from aniportraitgan.atomic import temp_path_beside
+from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import MainCameraPlacement
 from aniportraitgan.errors import InputError
-from aniportraitgan.render import Light, MeshTopology, TexturedMesh, batch_vertex_normals
-from aniportraitgan.render.appearance import AppearanceConfig, paint_texture, sample_appearance
+from aniportraitgan.frontend.track import track_video
+from aniportraitgan.render import (
+    Light,
+    MeshTopology,
+    TexturedMesh,
+    batch_vertex_normals,
+)
+from aniportraitgan.render.appearance import (
+    AppearanceConfig,
+    paint_texture,
+    sample_appearance,
+)
 from aniportraitgan.render.extra_meshes import build_skirt
 from aniportraitgan.render.texels import portrait_uv_layout, texel_geometry
 from aniportraitgan.rotations import matrix_to_axis_angle
@@ -171,20 +184,12 @@ def known_clip_file(folder, frames_between: int = 3, height: int = 240, width: i
     clip = known_answer_clip(frames_between)
     path = Path(folder) / f"known_{frames_between}_{width}x{height}.mp4"
     if not path.exists():
-        from aniportraitgan.body import PortraitBodyModel
-
         placement = NEAR_PLACEMENT if height < 400 else WEBCAM_PLACEMENT
         write_known_clip(path, clip, body or PortraitBodyModel.load(), height, width, placement=placement)
     return path, clip
 
 
 def main(argv=None) -> int:
-    import argparse
-    import json
-
-    from aniportraitgan.body import PortraitBodyModel
-    from aniportraitgan.frontend.track import track_video
-
     ap = argparse.ArgumentParser(description="render the known-answer clip, track it, print the errors")
     ap.add_argument("--out", required=True, help="folder for the clip")
     ap.add_argument("--height", type=int, default=480)

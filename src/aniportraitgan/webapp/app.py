@@ -23,8 +23,11 @@ import random
 import socket
 import time
 
+import torch
+
 from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
 from aniportraitgan.errors import AssetError, InputError, UserError
+from aniportraitgan.inference import load_inference_model
 from aniportraitgan.webapp.driving import MAX_SECONDS, drive
 from aniportraitgan.webapp.render import (
     DEFAULT_FRAMES_BETWEEN,
@@ -267,10 +270,6 @@ def serve(ckpt: str = "demo", host: str = "127.0.0.1", port: int = 7860, threads
           device: str = "auto", concurrency: int = 1, cache_identities: int = 8) -> int:
     """``aniportraitgan serve``: loads the model, builds the page and serves it until Ctrl-C (or
     SIGTERM), which it lets through after closing the server."""
-    import torch
-
-    from aniportraitgan.inference import load_inference_model
-
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be in [0, 65535], got {port}")
     for name, v in (("--threads", threads), ("--concurrency", concurrency), ("--cache-identities", cache_identities)):

@@ -20,10 +20,15 @@ import numpy as np
 
 from aniportraitgan.animation import Keyframes
 from aniportraitgan.animation.animate import render_frames
-from aniportraitgan.animation.reenact import MIN_PANEL, VIDEO_SUFFIXES, DrivenFrames, load_drive
 from aniportraitgan.animation.video import VideoWriter, mux_audio
 from aniportraitgan.atomic import temp_path_beside
 from aniportraitgan.errors import InputError
+from aniportraitgan.frontend.reenact import (
+    MIN_PANEL,
+    VIDEO_SUFFIXES,
+    DrivenFrames,
+    load_drive,
+)
 from aniportraitgan.frontend.video_input import open_video
 from aniportraitgan.webapp.render import Controls, Video, WebRenderer
 

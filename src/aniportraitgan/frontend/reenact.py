@@ -25,7 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aniportraitgan.animation.animate import AnimationResult, BodyFrames, GeneratorFrames, render_frames
+from aniportraitgan.animation.animate import (
+    AnimationResult,
+    BodyFrames,
+    GeneratorFrames,
+    render_frames,
+)
 from aniportraitgan.animation.arkit_csv import load_arkit_csv
 from aniportraitgan.animation.driving_formats import TRACK_FORMAT
 from aniportraitgan.animation.keyframe_files import load_keyframes
