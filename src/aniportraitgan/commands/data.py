@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 
 from aniportraitgan.commands.threads import add_threads_option
+from aniportraitgan.data.preview import make_preview
+from aniportraitgan.data.synth import SynthConfig, synthesize
 from aniportraitgan.errors import UserError
+from aniportraitgan.frontend.align import AlignConfig
+from aniportraitgan.frontend.prepare import PrepareConfig, merge, prepare
+from aniportraitgan.render import RenderBackendError
 
 
 def register(subparsers) -> None:
@@ -53,8 +58,6 @@ def register(subparsers) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from aniportraitgan.data.synth import SynthConfig, synthesize
-    from aniportraitgan.render import RenderBackendError
 
     if args.num < 0:
         raise UserError(f"--num must be >= 0, got {args.num}")
@@ -77,7 +80,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from aniportraitgan.data.preview import make_preview
 
     out = make_preview(args.dataset, args.out, num=args.num, cols=args.cols, tile=args.tile, landmarks=not args.no_landmarks)
     print(out)
@@ -106,8 +108,6 @@ def _print_summary(root: str, complete: bool, missing: int, accepted: int, rejec
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from aniportraitgan.frontend.align import AlignConfig
-    from aniportraitgan.frontend.prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(align=AlignConfig(resolution=args.resolution), workers=args.workers, shard=_parse_shard(args.shard),
                         batch=args.batch, progress=not args.no_progress)
@@ -117,7 +117,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from aniportraitgan.frontend.prepare import merge
 
     complete, missing, counts = merge(args.dataset, args.others)
     accepted = counts.pop("accepted", 0)
