@@ -58,7 +58,6 @@ def register(subparsers) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-
     if args.num < 0:
         raise UserError(f"--num must be >= 0, got {args.num}")
     if args.resolution < 16:
@@ -80,7 +79,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-
     out = make_preview(args.dataset, args.out, num=args.num, cols=args.cols, tile=args.tile, landmarks=not args.no_landmarks)
     print(out)
     return 0
@@ -108,7 +106,6 @@ def _print_summary(root: str, complete: bool, missing: int, accepted: int, rejec
 
 
 def _prepare(args: argparse.Namespace) -> int:
-
     cfg = PrepareConfig(align=AlignConfig(resolution=args.resolution), workers=args.workers, shard=_parse_shard(args.shard),
                         batch=args.batch, progress=not args.no_progress)
     s = prepare(args.raw_dir, args.out, cfg)
@@ -117,7 +114,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-
     complete, missing, counts = merge(args.dataset, args.others)
     accepted = counts.pop("accepted", 0)
     return _print_summary(args.dataset, complete, missing, accepted, dict(counts))
