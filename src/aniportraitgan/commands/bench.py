@@ -23,7 +23,7 @@ from aniportraitgan.animation.bench import bench_generator, machine_name, summar
 from aniportraitgan.body.bench import bench_body
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
-from aniportraitgan.training.bench import VARIANTS, bench_config, bench_train
+from aniportraitgan.training.bench import DEFAULT_VARIANTS, VARIANTS, bench_config, bench_train
 
 
 # ------------------------------------------------------------------ bench generator
@@ -111,8 +111,8 @@ def _register_train(sub) -> None:
     t.add_argument("--resolution", type=int, default=64, help="stage-1 portrait side (default 64)")
     t.add_argument("--face-resolution", type=int, default=64, help="stage-1 face side (default 64)")
     t.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
-    t.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, the first is the reference "
-                   f"(default {','.join(VARIANTS)})")
+    t.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated from {', '.join(VARIANTS)}; "
+                   f"the first is the reference (default {','.join(DEFAULT_VARIANTS)})")
     t.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (the median is reported)")
     t.add_argument("--steps", type=int, default=2, help="steps per variant and round")
     t.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")

@@ -20,7 +20,7 @@ from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
 
 # TrainConfig fields the command line may override (default: the config's value).
-SCHEDULE_FIELDS = ["seed", "num_workers", "checkpoint_every", "image_every", "log_every", "amp", "reuse_fakes"]
+SCHEDULE_FIELDS = ["seed", "num_workers", "checkpoint_every", "image_every", "log_every", "amp", "compile_networks", "reuse_fakes"]
 ABLATION_FIELDS = [f.name for f in dataclasses.fields(AblationConfig)]
 
 

@@ -12,7 +12,9 @@ Variants (``VARIANTS``):
   scipy's cKDTree, ``avg_pool3d`` box filter, dense trilinear upsample);
 * ``exact``: today's default path (pykdtree, separable filter and upsample; same results);
 * ``reuse``: ``exact`` plus ``TrainConfig.reuse_fakes`` (the D step judges the previous G step's
-  renders: no no-grad generator forward; changes the GAN's dynamics).
+  renders: no no-grad generator forward; changes the GAN's dynamics);
+* ``compile``, ``reuse+compile``: with ``TrainConfig.compile_networks`` (torch.compile of M, phi
+  and De; not in the default list: the warm-up step compiles for minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -39,20 +41,24 @@ from aniportraitgan.training.loop import StageRun, Trainer
 from aniportraitgan.training.options import RunOptions
 from aniportraitgan.training.rng import mix, seed_everything
 
-__all__ = ["VARIANTS", "Variant", "bench_config", "bench_train", "synthetic_labels"]
+__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "Variant", "bench_config", "bench_train", "synthetic_labels"]
 
 
 @dataclass(frozen=True)
 class Variant:
     exact: bool = True  # the exact speed-ups (False: reference_ops.unpatched)
     reuse_fakes: bool = False  # TrainConfig.reuse_fakes
+    compile: bool = False  # TrainConfig.compile_networks
 
 
 VARIANTS: dict[str, Variant] = {
     "unpatched": Variant(exact=False),
     "exact": Variant(),
     "reuse": Variant(reuse_fakes=True),
+    "compile": Variant(compile=True),
+    "reuse+compile": Variant(reuse_fakes=True, compile=True),
 }
+DEFAULT_VARIANTS = ("unpatched", "exact", "reuse")
 
 
 def synthetic_labels(body, num: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
@@ -85,7 +91,7 @@ def bench_config(name: str = "tiny", resolution: int = 64, face_resolution: int 
 
 def _build(cfg: TrainConfig, variant: Variant, device: str, facerecon: bool, tmp: Path) -> tuple[Trainer, StageRun, dict]:
     cfg = TrainConfig.from_dict(cfg.to_dict())
-    cfg.reuse_fakes = variant.reuse_fakes
+    cfg.reuse_fakes, cfg.compile_networks = variant.reuse_fakes, variant.compile
     trainer = Trainer(cfg, RunOptions(data=tmp, out=tmp / "run", device=device, progress=False))
     if facerecon:  # an untrained R of the run's size costs what a trained one does
         trainer.R = FaceRecon(FaceReconConfig(resolution=cfg.facerecon_resolution)).to(trainer.device)
@@ -107,7 +113,7 @@ def bench_train(cfg: TrainConfig, variants: list[str] | None = None, rounds: int
     process}} for stage-1 steps of `cfg`, the variants in alternating rounds of `steps` steps
     each after `warmup` untimed steps. On a loaded machine CPU time is the steadier measure (at
     one thread it is about the wall time the step takes on an idle core)."""
-    names = list(variants or VARIANTS)
+    names = list(variants or DEFAULT_VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
         raise InputError(f"unknown bench variant(s) {unknown}; known: {', '.join(VARIANTS)}")

@@ -106,6 +106,9 @@ class Trainer:
         self.landmarks = LinearLandmarks.fit(self.body, seed=cfg.seed) if self.R is not None else None
         dist_utils.broadcast_parameters([self.G])
         self.G_ema.copy_from(self.G)
+        if cfg.compile_networks:  # after the EMA copy: it stays eager (a plain module to export)
+            for net in (self.G.manifold, self.G.radiance, self.G.expression):
+                net.compile(dynamic=True)
 
     # ------------------------------------------------------------------ set-up
     def _load_facerecon(self) -> FaceRecon | None:
