@@ -73,7 +73,7 @@ def test_pivotal_tuning_lowers_the_error_and_leaves_other_identities(model, sear
     case, cfg, res = searched
     signature = generator_signature(model.generator)
     loss_fn = ReconstructionLoss(case.target, cfg, None)
-    tuned = pivotal_tune(model, case.target, res.codes, loss_fn, TuningConfig(steps=15), progress=False)
+    tuned = pivotal_tune(model, case.target, res.codes, loss_fn, TuningConfig(steps=30), progress=False)
     assert tuned.delta and set(tuned.delta) <= set(tunable_parameters(model.generator, 1))
     assert not any(n.startswith("radiance.mapping.") for n in tuned.delta)
     assert generator_signature(model.generator) == signature  # the model itself is untouched
@@ -82,17 +82,17 @@ def test_pivotal_tuning_lowers_the_error_and_leaves_other_identities(model, sear
     with torch.no_grad():
         before = psnr(render_target_view(res.codes, model, case.target).portrait, case.target.portrait)
         after = psnr(render_target_view(res.codes, model, case.target, G).portrait, case.target.portrait)
-    # measured +3.4 dB after 15 steps (+4.6 after 30); other identities' portraits stay within
-    # 39.5 dB PSNR of the original generator's (40.3 after 30)
-    assert after >= before + 2.0
-    assert locality_psnr(model, G, TuningConfig()) >= 36.0
+    # measured +1.9 dB after 30 steps at the default locality weight 10; other identities'
+    # portraits stay within 43.4 dB PSNR of the original generator's
+    assert after >= before + 1.0
+    assert locality_psnr(model, G, TuningConfig()) >= 38.0
 
 
 def test_invert_target_reports_each_phase(model):
     case = known_case(model, 7, "mean")
     inv = invert_target(model, case.target, InversionConfig(steps=4, perceptual="none"), TuningConfig(steps=2),
                         progress=False)
-    assert set(inv.metrics) == {"latent_search", "pivotal_tuning", "final"}
+    assert set(inv.metrics) == {"start", "latent_search", "pivotal_tuning", "final"}
     assert inv.metrics["final"] == {k: v for k, v in inv.metrics["pivotal_tuning"].items()
                                     if k in inv.metrics["final"]}
     assert inv.metrics["pivotal_tuning"]["other_identity_psnr"] > 30

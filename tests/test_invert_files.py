@@ -183,7 +183,7 @@ def test_the_pipeline_writes_all_three_files_or_none(tmp_path, model, monkeypatc
     assert names == ["me.safetensors", "me_comparison.png", "me_metrics.json", "photo.png"]
     on_disk = json.loads((tmp_path / "me_metrics.json").read_text())
     assert on_disk["signature"] == generator_signature(model.generator) == report["signature"]
-    assert set(on_disk["metrics"]) == {"latent_search", "pivotal_tuning", "final"}
+    assert set(on_disk["metrics"]) == {"start", "latent_search", "pivotal_tuning", "final"}
     assert Image.open(tmp_path / "me_comparison.png").size == (4 * 128, 2 * 128)
     ident = load_identity(out, model)
     assert ident.tuned and ident.info["metrics"]["final"]["psnr"] == pytest.approx(report["metrics"]["final"]["psnr"])

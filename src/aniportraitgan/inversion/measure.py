@@ -12,8 +12,9 @@ renders of the true latents.
     python -m aniportraitgan.inversion.measure --ckpt demo --seeds 5,7,11 --steps 150 \\
         --facerecon R32.safetensors --out inversion_measure.json
 
-prints one row per (variant, seed) and the means per variant; FLOPs of one search step and of one
-pivotal-tuning step come from ``torch.utils.flop_counter``.
+prints one row per (variant, seed) and the means per variant, and the cost of one search step:
+its FLOPs (``torch.utils.flop_counter``) and the number of operators it dispatches (about one GPU
+kernel launch each: what bounds a GPU's time on a model this small).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from aniportraitgan.animation.presets import NECK_SHARE
@@ -74,15 +76,35 @@ def novel_view_psnr(model, codes: LatentCodes, case: KnownCase, generator=None) 
     return [psnr(mine[i], truth[i]) for i in range(n)]
 
 
-def step_flops(model, target: InversionTarget, cfg: InversionConfig, perceptual=None) -> int:
-    """FLOPs (torch's counter: matmuls and convolutions) of one search step, forward and backward."""
-    codes = LatentCodes(target.z_id.clone().requires_grad_(True), torch.zeros(1, model.config.noise_dim),
-                        cfg.psi, model.generator.w_avg_radiance.w_avg[None].clone().requires_grad_(True))
-    loss_fn = ReconstructionLoss(target, cfg, perceptual)
-    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten operators dispatched (about one GPU kernel launch each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_cost(model, target: InversionTarget, cfg: InversionConfig, perceptual=None) -> dict[str, int]:
+    """FLOPs (torch's counter: matmuls and convolutions) and operators dispatched of one search
+    step (w space), forward and backward."""
+    loss_fn = ReconstructionLoss(target, cfg, perceptual)  # the target's features: once per inversion
+
+    def one_step():
+        codes = LatentCodes(target.z_id.clone().requires_grad_(True), torch.zeros(1, model.config.noise_dim),
+                            cfg.psi, model.generator.w_avg_radiance.w_avg[None].clone().requires_grad_(True))
         loss, _ = loss_fn(render_target_view(codes, model, target))
         loss.backward()
-    return int(counter.get_total_flops())
+
+    with torch.enable_grad():
+        with FlopCounterMode(display=False) as counter:
+            one_step()
+        with _OpCounter() as ops:
+            one_step()
+    return {"flops": int(counter.get_total_flops()), "operators": ops.count}
 
 
 VARIANTS = {
@@ -123,11 +145,11 @@ def run(ckpt: str, seeds: list[int], steps: int, facerecon_path: str | None, var
             means[name] = {k: round(sum(r[k] if k != "novel_psnr" else sum(r[k]) / len(r[k]) for r in rs) / len(rs), 2)
                            for k in ("psnr", "face_psnr", "novel_psnr", "seconds", "z_id_error")}
     case = known_case(model, seeds[0])
-    flops = {p: step_flops(model, case.target, replace(InversionConfig(), perceptual=p),
-                           make_feature_distance(p, facerecon) if p != "none" else None)
-             for p in ("none", "inception")}
+    cost = {p: step_cost(model, case.target, replace(InversionConfig(), perceptual=p),
+                         make_feature_distance(p, facerecon) if p != "none" else None)
+            for p in ("none", "inception")}
     return {"checkpoint": ckpt, "steps": steps, "seeds": seeds, "threads": torch.get_num_threads(), "rows": rows,
-            "means": means, "flops_per_step": flops}
+            "means": means, "cost_per_step": cost}
 
 
 def main(argv=None) -> int:
@@ -145,7 +167,7 @@ def main(argv=None) -> int:
     result = run(a.ckpt, [int(s) for s in a.seeds.split(",")], a.steps, a.facerecon,
                  [names[int(i)] for i in a.variants.split(",")])
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps({"means": result["means"], "flops_per_step": result["flops_per_step"]}, indent=2))
+    print(json.dumps({"means": result["means"], "cost_per_step": result["cost_per_step"]}, indent=2))
     if a.out:
         with open(a.out, "w") as f:
             json.dump(result, f, indent=2)

@@ -92,10 +92,14 @@ def invert_target(model, target: InversionTarget, cfg: InversionConfig, tuning: 
     target = target.to(dev)
     loss_features = make_feature_distance(cfg.perceptual, facerecon, dev) if cfg.perceptual_weight > 0 else None
     metric_features = loss_features if cfg.perceptual == "inception" else _features_or_none("inception", None, dev)
+    with torch.no_grad():  # the baseline: where the search starts (near the truncation average)
+        start = LatentCodes(target.z_id, torch.zeros(1, model.config.noise_dim, device=dev), cfg.psi)
+        metrics = {"start": reconstruction_metrics(render_target_view(start, model, target), target, metric_features,
+                                                   facerecon)}
     search = invert_latents(model, target, cfg, loss_features, progress)
     with torch.no_grad():
         found = reconstruction_metrics(render_target_view(search.codes, model, target), target, metric_features, facerecon)
-    metrics = {"latent_search": {**found, "seconds": round(search.seconds, 2), "steps": cfg.steps}}
+    metrics["latent_search"] = {**found, "seconds": round(search.seconds, 2), "steps": cfg.steps}
     history = {"latent_search": search.history}
     delta: dict[str, torch.Tensor] = {}
     final = found

@@ -45,7 +45,7 @@ class TuningConfig(Config):
     """Fine-tuning steps (0: no pivotal tuning)."""
     lr: float = 3e-4
     """Adam learning rate of the tuned weights."""
-    locality_weight: float = 1.0
+    locality_weight: float = 10.0
     """Weight of the locality regulariser (other identities' change)."""
     locality_samples: int = 2
     """Random other identities rendered per step for the locality regulariser."""
