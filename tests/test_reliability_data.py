@@ -89,3 +89,62 @@ def test_train_stops_before_step_0_on_a_bad_image(data, tmp_path):
     with pytest.raises(AssetError, match=f"{face_path(data, 5)}: truncated"):
         train(cfg, RunOptions(data=data, out=run, steps=50, progress=False, on_step=lambda s, d: steps.append(d)))
     assert steps == [] and CheckpointManager(run).list() == []
+
+
+# ------------------------------------------------------------------ data synth (8)
+def test_synth_resume_renders_bad_images_again(tmp_path):
+    """Before: a 0-byte or truncated PNG counted as done, and training aborted on it later."""
+    from aniportraitgan.data.synth import SynthConfig, synthesize
+
+    root = tmp_path / "synth"
+    cfg = SynthConfig(num=4, resolution=32, workers=1, progress=False)
+    synthesize(root, cfg)
+    before = {p: p.read_bytes() for p in (portrait_path(root, 1), face_path(root, 2), portrait_path(root, 3))}
+    _empty(portrait_path(root, 1))
+    _truncate(face_path(root, 2))
+    report = synthesize(root, cfg)
+    assert report.rendered == 2
+    assert all(p.read_bytes() == b for p, b in before.items())  # the same bytes as the first time
+    assert verify_dataset(root).ok
+
+
+def test_synth_refuses_no_samples_and_absurd_sizes_up_front(tmp_path, capsys):
+    """Before: `--num 0` exited 0 without labels; `--resolution 100000` died in moderngl."""
+    from aniportraitgan.cli import main
+
+    for args, words in ((["--num", "0"], "--num must be >= 1"),
+                        (["--num", "3", "--resolution", "100000"], "--resolution must be in [16, 4096]")):
+        assert main(["data", "synth", "--out", str(tmp_path / "x"), *args, "--no-progress"]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_data_verify_command(data, capsys):
+    from aniportraitgan.cli import main
+
+    assert main(["data", "verify", str(data), "--quiet"]) == 0
+    assert "OK (8 samples, 16 images decoded)" in capsys.readouterr().out
+    _flip_inside(face_path(data, 6))
+    assert main(["data", "verify", str(data), "--fast", "--quiet"]) == 0  # headers are whole
+    assert main(["data", "verify", str(data), "--quiet"]) == 1
+    assert f"{face_path(data, 6)}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ labels checksum (3)
+def test_labels_are_checksummed(data):
+    import numpy as np
+
+    from aniportraitgan.data.dataset import LABELS_CHECKSUM, LABELS_FILE, load_labels
+
+    path = data / LABELS_FILE
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert LABELS_CHECKSUM in arrays
+    arrays["z_exp"] = arrays["z_exp"].copy()
+    arrays["z_exp"][0, 0] = np.nextafter(arrays["z_exp"][0, 0], 1)  # one bit, still valid
+    np.savez(path, **arrays)
+    with pytest.raises(AssetError, match=f"labels file {path} is corrupt.*SHA-256"):
+        load_labels(path)
+    del arrays[LABELS_CHECKSUM]
+    np.savez(path, **arrays)  # a file written before checksums: read as it is
+    assert float(load_labels(path)["z_exp"][0, 0]) == float(arrays["z_exp"][0, 0])

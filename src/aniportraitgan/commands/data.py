@@ -1,14 +1,17 @@
-"""`aniportraitgan data synth|prepare|merge|preview`: build portrait datasets (synthetic renders or
-real photos) and view them."""
+"""`aniportraitgan data synth|prepare|merge|preview|verify`: build portrait datasets (synthetic
+renders or real photos), view them, and check one before a long run."""
 
 from __future__ import annotations
 
 import argparse
 
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.data.preview import make_preview
 from aniportraitgan.data.synth import SynthConfig, synthesize
+from aniportraitgan.data.verify import verify_dataset
 from aniportraitgan.errors import UserError
+from aniportraitgan.images import MAX_RESOLUTION
 from aniportraitgan.frontend.align import AlignConfig
 from aniportraitgan.frontend.prepare import PrepareConfig, merge, prepare
 from aniportraitgan.render import RenderBackendError
@@ -27,7 +30,7 @@ def register(subparsers) -> None:
     s.add_argument("--msaa", type=int, default=None, help="MSAA samples (0 = off; default from SynthConfig)")
     s.add_argument("--long-hair", type=float, default=None, help="share of samples with long hair (default 0.3)")
     add_threads_option(s)
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(s)
     s.set_defaults(func=_synth)
 
     r = sub.add_parser("prepare", help="label a folder of real portrait photos (mediapipe + body-model fit; resumable)")
@@ -38,7 +41,7 @@ def register(subparsers) -> None:
     r.add_argument("--shard", default="0/1", help="i/n: do the i-th of n shares (other machines do the rest; then `data merge`)")
     r.add_argument("--batch", type=int, default=64, help="photos fitted together; one resumable record each (default 64)")
     add_threads_option(r)
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(r)
     r.set_defaults(func=_prepare)
 
     m = sub.add_parser("merge", help="merge `data prepare` shards made in other folders into one dataset")
@@ -54,14 +57,20 @@ def register(subparsers) -> None:
     v.add_argument("--tile", type=int, default=192, help="cell size in pixels (default 192)")
     v.add_argument("--no-landmarks", action="store_true", help="do not draw landmarks")
     v.set_defaults(func=_preview)
+
+    c = sub.add_parser("verify", help="check a dataset before a long run: card, labels, counts, every image decoded")
+    c.add_argument("dataset", help="dataset folder")
+    c.add_argument("--fast", action="store_true", help="sizes and PNG headers only (what `train` checks before step 0)")
+    add_progress_option(c)
+    c.set_defaults(func=_verify)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
 
 def _synth(args: argparse.Namespace) -> int:
-    if args.num < 0:
-        raise UserError(f"--num must be >= 0, got {args.num}")
-    if args.resolution < 16:
-        raise UserError(f"--resolution must be >= 16, got {args.resolution}")
+    if args.num < 1:
+        raise UserError(f"--num must be >= 1 (a dataset needs samples), got {args.num}")
+    if not 16 <= args.resolution <= MAX_RESOLUTION:
+        raise UserError(f"--resolution must be in [16, {MAX_RESOLUTION}], got {args.resolution}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     cfg = SynthConfig(num=args.num, resolution=args.resolution, seed=args.seed, workers=args.workers, progress=not args.no_progress)
@@ -76,6 +85,13 @@ def _synth(args: argparse.Namespace) -> int:
     rate = f", {report.samples_per_second:.1f} samples/s" if report.rendered else ""
     print(f"{report.root}: {report.num_samples} samples ({report.rendered} rendered in {report.seconds:.1f} s{rate})")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit status 0 when the dataset is sound, 1 with the list of problems otherwise."""
+    report = verify_dataset(args.dataset, full=not args.fast, progress=not args.no_progress)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _preview(args: argparse.Namespace) -> int:

@@ -14,9 +14,9 @@ the same format.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ FORMAT_NAME = "aniportraitgan-portraits"
 FORMAT_VERSION = 1
 CARD_FILE = "dataset.json"
 LABELS_FILE = "labels.npz"
+LABELS_CHECKSUM = "_sha256"  # the npz entry holding labels_digest of the other arrays
 PORTRAIT_DIR = "portraits"
 FACE_DIR = "faces"
 
@@ -81,25 +82,42 @@ def face_path(root: str | os.PathLike, index: int) -> Path:
 # ----------------------------------------------------------------------------- atomic writes
 
 
+def labels_digest(labels: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the label arrays: names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(labels):
+        a = np.ascontiguousarray(labels[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save_labels(path: str | os.PathLike, labels: Mapping[str, np.ndarray]) -> None:
-    """Write the labels file atomically (uncompressed npz, arrays keyed by name)."""
+    """Write the labels file atomically (uncompressed npz, arrays keyed by name) with the
+    SHA-256 of its arrays in the `LABELS_CHECKSUM` entry."""
     check_labels(labels, source=str(path))
     import io
 
+    arrays = {k: np.asarray(v) for k, v in labels.items() if k != LABELS_CHECKSUM}
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in labels.items()})
+    np.savez(buf, **arrays, **{LABELS_CHECKSUM: np.array(labels_digest(arrays))})
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The label arrays of a labels file, checked (`check_labels`) and, when the file has one
+    (files written before checksums have none), against their checksum."""
     path = Path(path)
     if not path.is_file():
         raise AssetError(f"labels file missing: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             labels = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise AssetError(f"labels file {path} is corrupt: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged npz raises many kinds (zipfile, ast, tokenize)
+        raise AssetError(f"labels file {path} is corrupt: {type(exc).__name__}: {exc}") from None
+    claimed = labels.pop(LABELS_CHECKSUM, None)
+    if claimed is not None and str(claimed) != labels_digest(labels):
+        raise AssetError(f"labels file {path} is corrupt (the SHA-256 of its arrays does not match the one it records)")
     check_labels(labels, source=str(path))
     return labels
 

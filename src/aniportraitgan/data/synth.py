@@ -10,7 +10,6 @@ and any worker count gives byte-identical PNGs.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import io
 import json
 import math
@@ -49,7 +48,9 @@ from aniportraitgan.data.dataset import (
     write_card,
 )
 from aniportraitgan.data.synth_labels import LabelPriors, draw_sample
+from aniportraitgan.data.verify import png_problem
 from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.images import MAX_RESOLUTION
 from aniportraitgan.render import (
     Light,
     MeshRenderer,
@@ -93,10 +94,10 @@ class SynthConfig:
         return int(min(max(2 ** math.ceil(math.log2(2 * self.resolution)), 256), 1024))
 
     def validate(self) -> None:
-        if not isinstance(self.num, int) or self.num < 0:
-            raise InputError(f"num must be a non-negative int, got {self.num!r}")
-        if not isinstance(self.resolution, int) or self.resolution < 16:
-            raise InputError(f"resolution must be an int >= 16, got {self.resolution!r}")
+        if not isinstance(self.num, int) or self.num < 1:
+            raise InputError(f"num must be an int >= 1 (a dataset needs samples), got {self.num!r}")
+        if not isinstance(self.resolution, int) or not 16 <= self.resolution <= MAX_RESOLUTION:
+            raise InputError(f"resolution must be an int in [16, {MAX_RESOLUTION}], got {self.resolution!r}")
         if self.workers < 1:
             raise InputError(f"workers must be >= 1, got {self.workers}")
         if not 0.0 <= self.long_hair_fraction <= 1.0:
@@ -302,13 +303,13 @@ def _settings(config: SynthConfig) -> dict[str, Any]:
     }
 
 
-def _missing(root: Path, num: int) -> dict[int, tuple[bool, bool]]:
-    """sample -> (portrait missing, face missing), for samples missing at least one image."""
-    have_p = set(os.listdir(root / PORTRAIT_DIR))
-    have_f = set(os.listdir(root / FACE_DIR))
+def _missing(root: Path, config: SynthConfig) -> dict[int, tuple[bool, bool]]:
+    """sample -> (render portrait, render face): missing, or failing the fast check of a resume
+    (`verify.png_problem`: a 0-byte, truncated or wrong-size PNG is rendered again)."""
     out = {}
-    for k in range(num):
-        need = (image_name(k) not in have_p, image_name(k) not in have_f)
+    for k in range(config.num):
+        need = (png_problem(portrait_path(root, k), config.resolution) is not None,
+                png_problem(face_path(root, k), config.face_resolution) is not None)
         if any(need):
             out[k] = need
     return out
@@ -347,7 +348,7 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     write_card(root, {"format": "aniportraitgan-portraits", "format_version": 1, "complete": False,
                       "num_samples": config.num, "resolution": config.resolution,
                       "face_resolution": config.face_resolution, "synth_settings": settings})
-    missing = _missing(root, config.num)
+    missing = _missing(root, config)
     tasks = [(s, min(s + CHUNK, config.num), {k: missing[k] for k in range(s, min(s + CHUNK, config.num)) if k in missing}, str(root))
              for s in range(0, config.num, CHUNK)]
     t0 = time.time()
@@ -424,7 +425,3 @@ def make_tiny_dataset(path: str | os.PathLike, num: int = 64, resolution: int = 
         raise UserError(f"make_tiny_dataset: {path} exists and is not empty")
     shutil.copytree(cached, path, dirs_exist_ok=True)
     return path
-
-
-def config_dict(config: SynthConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
