@@ -176,3 +176,41 @@ def test_R_weights_are_checksummed(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(AssetError, match=f"face reconstruction weights {path} is corrupted"):
         FaceRecon.load(path)
+
+
+# ---------------------------------------------------------------- every rank agrees (6)
+def _rank_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from aniportraitgan.training import Trainer
+    from aniportraitgan.training import distributed
+
+    def signal_rank_1(stage, done):  # only rank 1 is signalled, at step 3
+        if rank == 1 and done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+    info = distributed.init_distributed("cpu")
+    try:
+        trainer = Trainer(small_config(), RunOptions(data=Path(data), out=Path(out), steps=50, progress=False,
+                                                     on_step=signal_rank_1), info)
+        summary = trainer.run()
+        Path(out).with_name(f"rank{rank}.txt").write_text(f"{summary['exit_code']} {summary['stage1']['steps']}")
+    finally:
+        distributed.shutdown_distributed()
+
+
+def test_under_two_ranks_a_signal_on_one_stops_both_at_the_same_step(data, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    mp.start_processes(_rank_worker, args=(2, port, str(data), str(out)), nprocs=2, join=True, start_method="spawn")
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["143 3", "143 3"]
+    ck = load_checkpoint(CheckpointManager(out).latest())
+    assert ck.step == 3 and ck.state["world_size"] == 2
