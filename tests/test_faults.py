@@ -338,3 +338,10 @@ def test_sigterm_in_data_synth(tmp_path):
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
     assert not partial_files(tmp_path)
+
+
+def test_sigterm_in_demo(tmp_path):
+    out = tmp_path / "out"
+    _sigterm_when(("demo", "--out", out, "--resolution", 32, "--device", "cpu", "--no-progress"),
+                  lambda: any(out.glob(".demo.*.partial.mp4")), tmp_path)
+    assert not partial_files(tmp_path) and not (out / "demo.mp4").exists()
