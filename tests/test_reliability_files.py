@@ -30,7 +30,7 @@ from aniportraitgan.artefacts.checksummed import (
 from aniportraitgan.artefacts.loading import DEMO_CHECKPOINT
 from aniportraitgan.artefacts.run_lock import HOST, RunLock, RunLocked, owner_is_dead, owner_tag, pid_alive
 from aniportraitgan.atomic import DiskFullError, atomic_write_bytes, reporting_disk_full
-from aniportraitgan.errors import AssetError
+from aniportraitgan.errors import AssetError, UserError
 
 # The bundled demo before its checksum was added (commit 61a3023): SHA-256 of its tensor data and
 # of its tensor index (names, dtypes, shapes, offsets). Re-exporting it must not move one bit.
@@ -236,3 +236,26 @@ def test_interrupted_resave_puts_the_old_copy_back(tmp_path):
     os.replace(ck, mgr.dir / f".old-{ck.name}-{owner_tag(_dead_pid())}")
     mgr.remove_leftovers()
     assert mgr.latest() == ck and (ck / "meta.json").is_file()
+
+
+def test_lock_in_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
+    def read_only(path, flags, *a):  # what a read-only mount answers (root ignores chmod)
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(UserError, match="cannot lock run folder .*Read-only file system"):
+        RunLock(tmp_path).acquire()
+
+
+def test_lock_on_a_full_disk_leaves_no_empty_lock(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+
+    def full(fd, *a, **k):
+        fh = real_fdopen(fd, *a, **k)
+        fh.write = lambda data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+        return fh
+
+    monkeypatch.setattr(os, "fdopen", full)
+    with pytest.raises(DiskFullError, match=r"\.lock: no space left"):
+        RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()

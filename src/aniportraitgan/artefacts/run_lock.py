@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from aniportraitgan.atomic import DiskFullError, reporting_disk_full
 from aniportraitgan.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -101,12 +102,16 @@ class RunLock:
         return info.get("host") == HOST and pid != os.getpid() and not pid_alive(pid)
 
     def acquire(self) -> "RunLock":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run folder {self.run_dir}: {exc.strerror or exc}") from None
         info = {"pid": os.getpid(), "host": HOST, "command": self.command,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with reporting_disk_full(self.path):
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self.holder()
                 if holder and holder.get("pid") == os.getpid() and holder.get("host") == HOST:
@@ -116,10 +121,18 @@ class RunLock:
                     raise RunLocked(self._message(holder or {}), holder or {}) from None
                 self._take_over(holder)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(info, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            except DiskFullError:
+                raise
+            except OSError as exc:  # a read-only folder, no permission
+                raise UserError(f"cannot lock run folder {self.run_dir}: {exc.strerror or exc}") from None
+            try:
+                with reporting_disk_full(self.path), os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps(info, sort_keys=True) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                self.path.unlink(missing_ok=True)  # an empty lock would block the next run for a while
+                raise
             self.held = self._created = True
             return self
         raise RunLocked(self._message(self.holder() or {}), self.holder() or {})
@@ -148,8 +161,8 @@ class RunLock:
         where = "this host" if host == HOST else f"host {host}"
         since = f" since {holder['started']}" if holder.get("started") else ""
         cmd = f" ({holder['command']})" if holder.get("command") else ""
-        hint = ("wait for it to finish or stop it" if host == HOST
-                else f"if that process is gone, delete {self.path}")
+        hint = (f"wait for it to finish or stop it (if pid {pid} is no run of this folder, delete {self.path})"
+                if host == HOST else f"if that process is gone, delete {self.path}")
         return (f"run folder {self.run_dir} is in use by pid {pid} on {where}{since}{cmd}: two runs on one "
                 f"folder would overwrite each other's checkpoints; {hint}, or use another --out")
 
