@@ -20,6 +20,7 @@ from aniportraitgan.inversion import pipeline
 from aniportraitgan.inversion.measure import known_case
 from aniportraitgan.inversion.optimize import InversionConfig
 from aniportraitgan.inversion.tuning import TuningConfig
+from aniportraitgan.webapp.render import Controls, WebRenderer
 
 PSI = 0.7
 
@@ -129,6 +130,20 @@ def test_generate_and_animate_take_an_identity(tmp_path, model, capsys):
     assert main(["animate", "--ckpt", "demo", "--identity", str(path), "--preset", "smile", "--frames-between", "0",
                  "--out", str(video), "--no-progress"]) == 0
     assert video.stat().st_size > 0
+
+
+def test_the_web_renderer_picks_an_identity(tmp_path, model):
+    path = write_identity(tmp_path / "anna.safetensors", seed_identity(model, 4))
+    web = WebRenderer(model, identities={"anna": load_identity(path, model)}, workdir=tmp_path / "web")
+    try:
+        anna = web.render(Controls(identity="anna", yaw=10.0))
+        assert np.array_equal(anna.image, web.render(Controls(seed=4, psi=PSI, yaw=10.0)).image)
+        assert "anna" in anna.path.name
+        assert np.array_equal(web.render(Controls(identity="anna", psi=0.2, yaw=10.0)).image, anna.image)  # no psi
+        with pytest.raises(InputError, match="unknown identity 'bob'"):
+            web.render(Controls(identity="bob"))
+    finally:
+        web.close()
 
 
 def _photo(tmp_path):

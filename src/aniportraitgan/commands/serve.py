@@ -24,9 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="renders in flight at once (default 1)")
     p.add_argument("--cache-identities", type=int, default=8, help="identities kept in memory, LRU (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--identity", metavar="FILE", action="append", default=[],
+                   help="an identity file of `aniportraitgan invert` for the page's person picker (repeatable)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     return serve(args.ckpt, args.host, args.port, threads=args.threads, device=args.device,
-                 concurrency=args.concurrency, cache_identities=args.cache_identities)
+                 concurrency=args.concurrency, cache_identities=args.cache_identities, identities=args.identity)

@@ -22,12 +22,13 @@ import os
 import random
 import socket
 import time
+from pathlib import Path
 
 import torch
 
 from aniportraitgan.animation import ARKIT_NAMES, PRESET_NAMES
 from aniportraitgan.errors import AssetError, InputError, UserError
-from aniportraitgan.inference import load_inference_model
+from aniportraitgan.inference import load_identity, load_inference_model
 from aniportraitgan.webapp.driving import MAX_SECONDS, drive
 from aniportraitgan.webapp.render import (
     DEFAULT_FRAMES_BETWEEN,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLE_SEEDS = (0, 3, 7, 12, 21, 42)
 DEFAULT_PRESET = "smile"
+SEED_CHOICE = "(the seed above)"  # the identity picker's entry for "no identity file"
 ANGLE_LABELS = {
     "yaw": "camera yaw", "pitch": "camera pitch",
     "head_turn": "head turn", "head_nod": "head nod", "head_tilt": "head tilt", "shrug": "shoulder shrug",
@@ -83,7 +85,8 @@ def _status(r) -> str:
     c = r.controls
     h, w = r.image.shape[:2]
     timing = f"{r.ms:.0f} ms" + (" (cached)" if r.cached else "")
-    return f"{w}×{h} {c.view} · seed {c.seed} · ψ {c.psi:.2f} · {timing}"
+    who = f"identity {c.identity}" if c.identity else f"seed {c.seed} · ψ {c.psi:.2f}"
+    return f"{w}×{h} {c.view} · {who} · {timing}"
 
 
 def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64, examples=EXAMPLE_SEEDS):
@@ -145,6 +148,9 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                     seed = gr.Number(value=thumb_seeds[0] if thumb_seeds else 0, precision=0,
                                      label=f"identity (seed, 0-{MAX_SEED})", elem_id="seed", min_width=140)
                     shuffle = gr.Button("Random identity", size="md", elem_id="random", min_width=100)
+                person = gr.Dropdown([SEED_CHOICE, *renderer.identities], value=SEED_CHOICE, elem_id="person",
+                                     label="person (an identity file of `aniportraitgan invert`)",
+                                     visible=bool(renderer.identities))
                 gallery = gr.Gallery(value=thumbs, label="example identities (click one)", columns=6, rows=1,
                                      allow_preview=False, height=150, object_fit="contain", elem_id="examples",
                                      buttons=[])
@@ -170,14 +176,16 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
                                  for n in ARKIT_NAMES]
                 reset = gr.Button("Neutral pose and expression", size="sm", elem_id="reset")
 
-        inputs = [seed, psi, view, size, *angles.values(), *exps, *arkit]
+        inputs = [seed, psi, view, size, *angles.values(), *exps, *arkit, person]
         n_exp = len(exps)
 
         def controls(values) -> Controls:
             s, p, v, r, *rest = values
+            rest, who = rest[:-1], rest[-1]
             a, e, k = rest[:len(angles)], rest[len(angles):len(angles) + n_exp], rest[len(angles) + n_exp:]
             return Controls(
-                seed=s, psi=p, view=v, resolution=r, **dict(zip(angles, a)),
+                seed=s, identity="" if who in (None, SEED_CHOICE) else who, psi=p, view=v, resolution=r,
+                **dict(zip(angles, a)),
                 expressions=dict(zip(EXPRESSIONS, e)), arkit={n: x for n, x in zip(ARKIT_NAMES, k) if x},
             )
 
@@ -223,7 +231,7 @@ def build_app(renderer: WebRenderer, concurrency: int = 1, queue_size: int = 64,
         sliders = [psi, *angles.values(), *exps, *arkit]
         gr.on([x.input for x in sliders], live, show_progress="minimal", api_name="render_live",
               api_visibility="undocumented", **common)
-        gr.on([x.release for x in sliders] + [seed.change, view.change, size.change, app.load], render,
+        gr.on([x.release for x in sliders] + [seed.change, person.change, view.change, size.change, app.load], render,
               show_progress="full", api_name="render", **common)
         shuffle.click(lambda: random.randint(0, MAX_SEED), outputs=seed, api_visibility="private", queue=False)
 
@@ -267,7 +275,7 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -
 
 
 def serve(ckpt: str = "demo", host: str = "127.0.0.1", port: int = 7860, threads: int | None = None,
-          device: str = "auto", concurrency: int = 1, cache_identities: int = 8) -> int:
+          device: str = "auto", concurrency: int = 1, cache_identities: int = 8, identities=()) -> int:
     """``aniportraitgan serve``: loads the model, builds the page and serves it until Ctrl-C (or
     SIGTERM), which it lets through after closing the server."""
     if not 0 <= port <= 65535:
@@ -279,7 +287,8 @@ def serve(ckpt: str = "demo", host: str = "127.0.0.1", port: int = 7860, threads
     if threads is not None:
         torch.set_num_threads(threads)
     model = load_inference_model(ckpt, device)
-    renderer = WebRenderer(model, cache_identities=cache_identities)
+    people = {Path(f).stem: load_identity(f, model) for f in identities}  # the page's identity picker
+    renderer = WebRenderer(model, cache_identities=cache_identities, identities=people)
     app = build_app(renderer, concurrency=concurrency)
     url = launch(app, host, port, block=False)
     print(f"serving {model.source.name} at {url} (Ctrl-C stops)", flush=True)

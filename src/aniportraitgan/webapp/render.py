@@ -6,7 +6,7 @@ Nothing here imports Gradio, so the behaviour of every control is testable on it
 what it shows), ``WebRenderer.render_video`` a preset clip into an mp4.
 
 Caches, all bounded:
-* identities: one ``GeneratorFrames`` per (seed, psi), least recently used dropped first. It
+* identities: one ``GeneratorFrames`` per (seed or identity file, psi), least recently used dropped first. It
   holds the per-identity work (mapping outputs and, at stage 2, the super-resolved maps), which
   does not depend on the view or the resolution, so one entry serves them all;
 * results: the last few renders by their controls, each with its PNG file (a repeated request,
@@ -45,6 +45,7 @@ from aniportraitgan.animation import (
     preset,
     set_head_rotation,
 )
+from aniportraitgan.artefacts.identities import StoredIdentity
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import DEFAULT_PSI
 from aniportraitgan.images import to_uint8_images
@@ -82,6 +83,7 @@ class Controls:
     """
 
     seed: int = 0
+    identity: str = ""  # an identity file's name (``WebRenderer.identities``) instead of the seed
     psi: float = DEFAULT_PSI
     view: str = "portrait"
     resolution: int | None = None  # None: the renderer's default
@@ -93,6 +95,10 @@ class Controls:
     shrug: float = 0.0
     expressions: Mapping[str, float] = field(default_factory=dict)
     arkit: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def who(self) -> str:
+        return self.identity or f"seed{self.seed}"
 
     def key(self) -> str:
         """A short digest of every value (results are cached by it, files named with it)."""
@@ -145,12 +151,13 @@ class WebRenderer:
     """Renders ``Controls`` with an ``InferenceModel`` (``aniportraitgan.inference``)."""
 
     def __init__(self, model, cache_identities: int = 8, cache_results: int = 32, cache_videos: int = 4,
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, identities: Mapping[str, StoredIdentity] | None = None) -> None:
         for name, n in (("cache_identities", cache_identities), ("cache_results", cache_results),
                         ("cache_videos", cache_videos)):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise InputError(f"{name} must be an int >= 1, got {n!r}")
         self.model = model
+        self.identities = dict(identities or {})  # name -> identity file (``inference.load_identity``)
         self.sizes, self.default_resolution = resolution_choices(model)
         self.max_resolution = self.sizes[-1]
         self.cache_identities, self.cache_results, self.cache_videos = cache_identities, cache_results, cache_videos
@@ -159,7 +166,7 @@ class WebRenderer:
             workdir = self._tmp.name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._identities: OrderedDict[tuple[int, float], GeneratorFrames] = OrderedDict()
+        self._identities: OrderedDict[tuple[int | str, float], GeneratorFrames] = OrderedDict()
         self._results: OrderedDict[str, Render] = OrderedDict()
         self._videos: OrderedDict[str, Video] = OrderedDict()
         self._frame_ms: dict[tuple[str, int], float] = {}
@@ -191,6 +198,8 @@ class WebRenderer:
             if name not in ARKIT_NAMES:
                 raise InputError(f"unknown ARKit coefficient {name!r}")
             arkit[name] = _number(name, v, 0.0, 1.0)
+        if c.identity and c.identity not in self.identities:
+            raise InputError(f"unknown identity {c.identity!r}; this server has {', '.join(self.identities) or 'none'}")
         return replace(
             c, seed=_integer("seed", c.seed, 0, MAX_SEED), psi=_number("psi", c.psi, 0.0, 1.0), resolution=res,
             expressions=exps, arkit=arkit, **angles,
@@ -220,11 +229,12 @@ class WebRenderer:
         return Keyframes(exp[None], pose[None], torch.tensor([[rad(c.yaw), rad(c.pitch)]]))
 
     # ------------------------------------------------------------------ rendering
-    def _identity(self, seed: int, psi: float) -> GeneratorFrames:
-        key = (seed, psi)
+    def _identity(self, seed: int, psi: float, identity: str = "") -> GeneratorFrames:
+        key = (identity or seed, psi)
         src = self._identities.get(key)
         if src is None:
-            src = GeneratorFrames(self.model, seed, psi=psi, resolution=self.default_resolution)
+            who = self.identities[identity] if identity else seed
+            src = GeneratorFrames(self.model, who, psi=psi, resolution=self.default_resolution)
             self._identities[key] = src
             while len(self._identities) > self.cache_identities:
                 self._identities.popitem(last=False)
@@ -233,7 +243,7 @@ class WebRenderer:
 
     def _frames(self, c: Controls, kf: Keyframes) -> np.ndarray:
         """uint8 [B, H, W, 3] of checked controls' identity and view for ``kf`` (lock held)."""
-        src = self._identity(c.seed, c.psi)
+        src = self._identity(c.seed, c.psi, c.identity)
         r = c.resolution
         if c.view == "portrait":
             return to_uint8_images(src.render(kf, portrait_resolution=r).portrait)
@@ -273,7 +283,7 @@ class WebRenderer:
         self.renders += 1
         k = (c.view, c.resolution)
         self._frame_ms[k] = ms if k not in self._frame_ms else 0.5 * (self._frame_ms[k] + ms)
-        path = self.workdir / f"aniportraitgan_seed{c.seed}_{c.view}_{c.resolution}px_{key}.png"
+        path = self.workdir / f"aniportraitgan_{c.who}_{c.view}_{c.resolution}px_{key}.png"
         _save_png(image, path)
         result = Render(c, image, path, ms)
         self._results[key] = result
@@ -293,7 +303,7 @@ class WebRenderer:
         fps = _number("fps", fps, *VIDEO_FPS)
         clip = interpolate(preset(preset_name), frames_between) if frames_between else preset(preset_name)
         total = len(clip)
-        name = f"aniportraitgan_seed{c.seed}_{preset_name}_{c.view}_{c.resolution}px"
+        name = f"aniportraitgan_{c.who}_{preset_name}_{c.view}_{c.resolution}px"
         key = f"{name}_{c.psi:g}_{frames_between}_{fps:g}"
         hit = self._on_thread(self._cached_video, key)
         if hit is not None:
