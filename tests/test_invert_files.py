@@ -130,6 +130,12 @@ def test_generate_and_animate_take_an_identity(tmp_path, model, capsys):
     assert main(["animate", "--ckpt", "demo", "--identity", str(path), "--preset", "smile", "--frames-between", "0",
                  "--out", str(video), "--no-progress"]) == 0
     assert video.stat().st_size > 0
+    drive = tmp_path / "drive.npz"  # driving signals from a file (`animate --drive`)
+    np.savez(drive, expression=np.zeros((3, 52)), pose=np.zeros((3, 6, 3)), camera=np.zeros((3, 2)), fps=np.array(12.0))
+    driven = tmp_path / "driven.gif"
+    assert main(["animate", "--ckpt", "demo", "--identity", str(path), "--drive", str(drive), "--out", str(driven),
+                 "--no-progress"]) == 0
+    assert driven.stat().st_size > 0
 
 
 def test_the_web_renderer_picks_an_identity(tmp_path, model):
