@@ -209,3 +209,25 @@ def test_the_pipeline_writes_all_three_files_or_none(tmp_path, model, monkeypatc
     ident = load_identity(out, model)
     assert ident.tuned and ident.info["metrics"]["final"]["psnr"] == pytest.approx(report["metrics"]["final"]["psnr"])
     assert set(ident.photo) == {"z_exp", "z_pose", "c2w", "fov"}
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory, model):
+    """The bundled generator exported as stage 2, its U untrained (U's code path; no quality claim)."""
+    G = copy.deepcopy(model.generator, memo={id(model.generator.body): model.generator.body})
+    path = save_generator(tmp_path_factory.mktemp("stage2") / "s2.safetensors", G, stage=2, prior=model.prior)
+    return load_inference_model(path, "cpu")
+
+
+def test_stage_2_searches_and_tunes_u_too(tmp_path, stage2):
+    assert stage2.stage == 2
+    case = known_case(stage2, 5, "mean")
+    inv = pipeline.invert_target(stage2, case.target, InversionConfig(steps=4, space="w", perceptual="none"),
+                                 TuningConfig(steps=1), progress=False)
+    assert inv.codes.w_superres is not None
+    assert any(n.startswith("superres.") for n in inv.delta) and any(n.startswith("radiance.") for n in inv.delta)
+    path = write_identity(tmp_path / "s2.safetensors", pipeline.identity_of(stage2, inv, case.target))
+    ident = load_identity(path, stage2)
+    assert ident.w_superres is not None and ident.w_superres.shape == (1, stage2.config.sr_style_dim)
+    frames = GeneratorFrames(stage2, ident)(Keyframes.neutral(1))
+    assert frames.shape == (1, stage2.portrait_resolution, stage2.portrait_resolution, 3)
