@@ -9,11 +9,11 @@ the case calls for, and no partial file left (no `.partial`, no `.tmp-*`).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import random
 import resource
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from aniportraitgan.artefacts import CheckpointManager, load_checkpoint, read_generator_file
+from aniportraitgan.cli import main as cli_main
 from aniportraitgan.data.synth import make_tiny_dataset
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.loop import RunOptions, train
@@ -31,7 +32,6 @@ from test_reliability_train import small_config
 KILL_SEED = 2024
 KILLS = int(os.environ.get("FAULTS_KILLS", "3"))  # kill -9 points per run (docs/reliability.md: 12)
 TRAIN_STEPS = 10
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
 PARTIAL_MARKS = (".partial", ".tmp-", ".old-")
 
 
@@ -61,50 +61,48 @@ def _limit_file_size(kib: int | None):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, resource.RLIM_INFINITY))
 
 
-def cli(*args, file_kib: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`aniportraitgan ARGS` in a fresh process, optionally under `ulimit -f file_kib`."""
-    return subprocess.run([sys.executable, "-m", "aniportraitgan", *map(str, args)], env=ENV, text=True,
-                          capture_output=True, timeout=timeout, preexec_fn=_limit_file_size(file_kib))
+def _child_main(args: list[str], log: str, file_kib: int | None) -> None:
+    """A child's life: output to `log`, one thread, the limit, `main`, then `os._exit` with its
+    status (1 with a traceback for an uncaught error, as an interpreter would)."""
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        torch.set_num_threads(1)
+        if file_kib is not None:
+            _limit_file_size(file_kib)()
+        code = cli_main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - what an interpreter prints for an uncaught error
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# Children are forked from a fork server: a fresh interpreter that imported the package once
+# (so a command starts in milliseconds) and never ran a thread, a GL context or an OpenMP pool
+# (forking this test process, with the threads earlier tests left, can deadlock the child).
+_SERVER = mp.get_context("forkserver")
+_SERVER.set_forkserver_preload(["aniportraitgan.cli", "test_faults"])
 
 
 class Child:
-    """`aniportraitgan ARGS` in a forked copy of this process: torch is imported already, so
-    it starts in milliseconds instead of seconds. Its output goes to `log`. The child runs
-    on one thread (OpenMP pools do not survive a fork) and leaves with `os._exit`, as a
-    fresh interpreter would: exit status of `main`, 1 with a traceback for an uncaught error."""
+    """`aniportraitgan ARGS` in a process forked from the fork server; its output goes to `log`."""
 
     def __init__(self, *args, log: Path, file_kib: int | None = None):
         self.log = Path(log)
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - the child
-            self._child([str(a) for a in args], file_kib)
-        self.returncode: int | None = None
-
-    def _child(self, args: list[str], file_kib: int | None) -> None:
-        code = 1
-        try:
-            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)
-            sys.stderr = open(2, "w", buffering=1, closefd=False)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            torch.set_num_threads(1)
-            if file_kib is not None:
-                _limit_file_size(file_kib)()
-            from aniportraitgan.cli import main
-
-            code = main(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - what an interpreter prints for an uncaught error
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        self._proc = _SERVER.Process(target=_child_main, args=([str(a) for a in args], str(self.log), file_kib))
+        self._proc.start()
+        self.pid = self._proc.pid
 
     @property
     def output(self) -> str:
@@ -122,25 +120,24 @@ class Child:
         return False
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+        """The exit status (negative: killed by that signal), None while it runs."""
+        return self._proc.exitcode
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
 
     def send(self, sig: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, sig)
 
     def wait(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"child {self.pid} still running after {timeout} s:\n{self.output[-3000:]}")
-            time.sleep(0.01)
-        return self.returncode
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            self._proc.kill()
+            self._proc.join()
+            raise AssertionError(f"child {self.pid} still running after {timeout} s:\n{self.output[-3000:]}")
+        return self._proc.exitcode
 
 
 def run_child(*args, log: Path, file_kib: int | None = None, timeout: float = 120) -> Child:
@@ -215,11 +212,10 @@ def test_full_disk_in_train(data, config_file, tmp_path):
 
 
 def test_full_disk_in_data_synth(tmp_path):
-    """A fresh process: the renderer's GL context does not survive a fork."""
     out = tmp_path / "synth"
-    res = cli("data", "synth", "--out", out, "--num", 4, "--resolution", 32, "--workers", 1, "--no-progress",
-              file_kib=2)
-    assert_clean_failure(res.returncode, res.stderr, "cannot write")
+    c = run_child("data", "synth", "--out", out, "--num", 4, "--resolution", 32, "--workers", 1, "--no-progress",
+                  file_kib=2, log=tmp_path / "log")
+    assert_clean_failure(c.returncode, c.output, "cannot write")
     assert not partial_files(tmp_path)
 
 
@@ -325,18 +321,9 @@ def test_sigterm_in_facerecon_train(data, tmp_path):
 
 
 def test_sigterm_in_data_synth(tmp_path):
-    """A fresh process (GL contexts do not survive a fork)."""
     out = tmp_path / "synth"
-    args = [sys.executable, "-m", "aniportraitgan", "data", "synth", "--out", str(out), "--num", "5000", "--resolution",
-            "64", "--workers", "1"]
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while not (out / "portraits").is_dir() or not any((out / "portraits").glob("*.png")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+    _sigterm_when(("data", "synth", "--out", out, "--num", 5000, "--resolution", 64, "--workers", 1, "--quiet"),
+                  lambda: (out / "portraits").is_dir() and any((out / "portraits").glob("*.png")), tmp_path)
     assert not partial_files(tmp_path)
 
 
