@@ -26,7 +26,6 @@ from aniportraitgan.artefacts import CheckpointManager, load_checkpoint, read_ge
 from aniportraitgan.cli import main as cli_main
 from aniportraitgan.data.synth import make_tiny_dataset
 from aniportraitgan.training.config import TrainConfig
-from aniportraitgan.training.loop import RunOptions, train
 from test_reliability_train import small_config
 
 KILL_SEED = 2024
@@ -162,13 +161,15 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_kill9_at_seeded_random_points_resumes_to_the_same_weights(data, config_file, tmp_path):
-    ref = tmp_path / "ref"
-    train(TrainConfig.from_json(config_file.read_text()), RunOptions(data=data, out=ref, steps=TRAIN_STEPS, progress=False))
+    ref, run, kills = tmp_path / "ref", tmp_path / "killed", []
+    common = ("train", "--config", config_file, "--data", data, "--steps", TRAIN_STEPS, "--no-progress")
+    # The uninterrupted reference runs as the killed runs do (same process set-up, same threads).
+    done = run_child(*common, "--out", ref, log=tmp_path / "ref.log")
+    assert done.returncode == 0, done.output[-3000:]
     rng = random.Random(KILL_SEED)
     # Kill points spread over the run: sorted steps, each at a random time into the step after.
     targets = sorted(rng.randint(1, TRAIN_STEPS - 1) for _ in range(KILLS))
-    run, kills = tmp_path / "killed", []
-    args = ("train", "--config", config_file, "--data", data, "--out", run, "--steps", TRAIN_STEPS, "--no-progress")
+    args = (*common, "--out", run)
     for i in range(KILLS):
         child = Child(*args, *(["--resume"] if i else []), log=tmp_path / f"kill{i}.log")
         if not child.wait_for("stage 1: steps "):  # a kill during the last checkpoint left it whole
