@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from aniportraitgan.atomic import atomic_write_bytes
 from aniportraitgan.errors import AssetError, InputError
+from aniportraitgan.images import from_uint8
 
 FORMAT_NAME = "aniportraitgan-portraits"
 FORMAT_VERSION = 1
@@ -279,7 +280,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1)
 
 def image_to_tensor(img: np.ndarray, size: int | None = None) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [3, size, size] in [-1, 1], antialiased bilinear resize."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    t = from_uint8(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
     if size is not None and (t.shape[1] != size or t.shape[2] != size):
         t = F.interpolate(t[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
         t = t.clamp_(-1.0, 1.0)

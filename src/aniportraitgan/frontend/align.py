@@ -50,6 +50,7 @@ from aniportraitgan.frontend.fitting import (
     fit_body,
 )
 from aniportraitgan.frontend.photos import PhotoRejected, Similarity
+from aniportraitgan.images import from_uint8, to_uint8
 
 
 @dataclass
@@ -232,9 +233,9 @@ class Aligner:
         if not keep:
             return {}
         k = torch.tensor(keep)
-        images = torch.from_numpy(np.stack(portraits)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = from_uint8(torch.from_numpy(np.stack(portraits)).permute(0, 3, 1, 2))
         faces = face_crop(images, cams[k], out.head_center[k], out.head_rotation[k], Rf, FACE_RADIUS, FACE_FOV)
-        faces = ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        faces = to_uint8(faces).permute(0, 2, 3, 1).numpy()
         for j, b in enumerate(keep):
             it = items[b]
             write_png(face_path(out_dir, it.index), faces[j], cfg.png_compress)

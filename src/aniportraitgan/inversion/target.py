@@ -27,6 +27,7 @@ from aniportraitgan.errors import InputError, UserError
 from aniportraitgan.frontend import photos
 from aniportraitgan.frontend.align import AlignConfig, Aligner
 from aniportraitgan.generator import RenderOptions
+from aniportraitgan.images import from_uint8
 from aniportraitgan.latents import LatentSample
 
 # The aligned crop is made at least this large before it is resized to the generator's side: the
@@ -136,7 +137,7 @@ def target_from_photo(path: str | Path, model, align_resolution: int | None = No
     dev = model.device
     t = lambda name: torch.from_numpy(np.asarray(labels[name][:1])).float()
     cams = look_at_cameras(t("cam_yaw"), t("cam_pitch"), t("cam_radius"), t("cam_fov"), t("cam_look_at"))
-    image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    image = from_uint8(torch.from_numpy(rgb).permute(2, 0, 1)[None])
     m = torch.from_numpy(mask)[None, None].float()
     # Crop at half the aligned side, then resize with antialiasing (a direct crop to 32 px aliases).
     crop = lambda x: face_crop(x, cams, t("head_center"), t("head_rotation"), res // 2, FACE_RADIUS, FACE_FOV)
