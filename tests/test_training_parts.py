@@ -244,3 +244,24 @@ def test_face_crop_follows_projected_head():
     rolled = face_crop(img2, cams, head, roll, 32, 0.8, 20.0)
     assert torch.allclose(torch.rot90(upright, 1, dims=(-2, -1)), rolled, atol=0.15) or torch.allclose(
         torch.rot90(upright, -1, dims=(-2, -1)), rolled, atol=0.15)
+
+
+def test_train_switches_left_out_keep_the_config_files_values(tmp_path):
+    """A bool option absent from the command line keeps a `true` of the --config file; given, it
+    turns the field on."""
+    import argparse
+
+    from aniportraitgan.commands import train as train_command
+
+    cfg = TrainConfig.preset("tiny")
+    cfg.reuse_fakes = True
+    cfg.ablation.no_torso_disc = True
+    path = tmp_path / "config.json"
+    path.write_text(cfg.to_json())
+    parser = argparse.ArgumentParser()
+    train_command.register(parser.add_subparsers())
+    base = ["train", "--config", str(path), "--data", "d", "--out", "o"]
+    kept = train_command.build_config(parser.parse_args(base))
+    assert kept.reuse_fakes and kept.ablation.no_torso_disc and not kept.ablation.no_face_disc
+    turned = train_command.build_config(parser.parse_args(base + ["--no-face-disc"]))
+    assert turned.ablation.no_face_disc and turned.ablation.no_torso_disc

@@ -40,8 +40,8 @@ def _scalar(hint: Any) -> type:
 
 def add_field_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, names: list[str],
                       aliases: dict[str, str] | None = None, **extra: dict[str, Any]) -> None:
-    """Add `--field-name` for each field in `names`: a switch for a bool field, else a value
-    whose default None keeps the config's own. `aliases` adds an older option name per field;
+    """Add `--field-name` for each field in `names`: a switch for a bool field, else a value;
+    an option left out keeps the config's own value. `aliases` adds an older option name per field;
     `extra[name]` passes further add_argument keywords (e.g. choices)."""
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for name in names:
@@ -49,8 +49,8 @@ def add_field_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         hint = hints[name]
         doc = docs.get(name)
         kw: dict[str, Any] = {"dest": name, "help": doc.replace("%", "%%") if doc else None}  # argparse formats help
-        if hint is bool:
-            kw["action"] = "store_true"
+        if hint is bool:  # a switch turns the field on; left out, the config's own value stays
+            kw.update(action="store_const", const=True, default=None)
         else:
             kw.update(type=_scalar(hint), default=None)
         kw.update(extra.get(name, {}))
@@ -58,7 +58,7 @@ def add_field_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
 
 
 def apply_field_options(args: argparse.Namespace, config: Any, names: list[str]) -> None:
-    """Set the fields in `names` that the command line gave (switches always) on `config`."""
+    """Set the fields in `names` that the command line gave on `config`."""
     for name in names:
         value = getattr(args, name)
         if value is not None:
