@@ -5,7 +5,7 @@ the spot, with no `finally` block run, so temporary files stay behind. Two behav
 
 * ``GracefulStop`` (loops that can save, i.e. training): the first signal only records itself;
   the loop finishes its step, writes a checkpoint and exits with ``exit_code`` (130 for
-  SIGTERM, as a shell reports them). A second signal raises ``Interrupted`` at once. Under a
+  SIGINT, 143 for SIGTERM, as a shell reports them). A second signal raises ``Interrupted`` at once. Under a
   launcher (torchrun) a second signal within ``LAUNCHED_SAME_REQUEST_S`` of the first is the
   same request: Ctrl-C reaches every process of the terminal's group and SLURM signals every
   process of a step, and torchrun then forwards what it got to its workers as a SIGTERM.

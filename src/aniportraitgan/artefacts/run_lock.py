@@ -149,7 +149,9 @@ class RunLock:
             moved = json.loads(grave.read_text())
         except (OSError, ValueError):
             moved = {}
-        if stale and moved != stale:
+        # Put it back unless it is exactly the lock judged stale (None: that lock had already
+        # gone, so whatever was moved belongs to a run that locked in between).
+        if stale is None or moved != stale:
             try:
                 os.link(grave, self.path)  # fails if a third run already holds a new lock
             except OSError:

@@ -39,7 +39,7 @@ from aniportraitgan.frontend.detection import Detector
 from aniportraitgan.frontend.fit_body import fit_body
 from aniportraitgan.frontend.fitting import NECK_SHARE, FitConfig, Observations, blendshapes_to_body, fit
 from aniportraitgan.frontend.photos import Similarity
-from aniportraitgan.frontend.video_input import open_video
+from aniportraitgan.frontend.video_input import TRUNCATED_SHARE, open_video
 from aniportraitgan.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 REFERENCE_FPS = 25.0  # temporal_weight is given at this frame rate
@@ -249,7 +249,7 @@ class TrackResult:
 
     @property
     def truncated(self) -> bool:
-        return self.frames_expected is not None and len(self) < 0.98 * self.frames_expected - 1
+        return self.frames_expected is not None and len(self) < TRUNCATED_SHARE * self.frames_expected - 1
 
     def save(self, path) -> None:
         """The keyframe .npz (`animate --drive`, or --expression/--pose/--camera) plus the report."""

@@ -291,10 +291,6 @@ class Generator(nn.Module):
                    exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
                    body=body_out, w_radiance=w_rad, w_expression=w_exp)
 
-    def loss_dict(self, aux: Aux, weights) -> dict[str, torch.Tensor]:
-        """The weighted deformation losses (eqs. 10-13) of a render: {name: weight * value}."""
-        return aux.weighted(weights)
-
     @staticmethod
     def _check_cameras(name: str, cams, B: int) -> None:
         if not isinstance(cams, Cameras):

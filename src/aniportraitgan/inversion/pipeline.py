@@ -91,7 +91,10 @@ def invert_target(model, target: InversionTarget, cfg: InversionConfig, tuning: 
     dev = model.device
     target = target.to(dev)
     loss_features = make_feature_distance(cfg.perceptual, facerecon, dev) if cfg.perceptual_weight > 0 else None
-    metric_features = loss_features if cfg.perceptual == "inception" else _features_or_none("inception", None, dev)
+    # The metrics always use the Inception distance when its weights exist, even without a
+    # perceptual loss term (then there is no loss network to share).
+    shared = cfg.perceptual == "inception" and loss_features is not None
+    metric_features = loss_features if shared else _features_or_none("inception", None, dev)
     with torch.no_grad():  # the baseline: where the search starts (near the truncation average)
         start = LatentCodes(target.z_id, torch.zeros(1, model.config.noise_dim, device=dev), cfg.psi)
         metrics = {"start": reconstruction_metrics(render_target_view(start, model, target), target, metric_features,

@@ -45,6 +45,7 @@ from aniportraitgan.animation import (
     preset,
     set_head_rotation,
 )
+from aniportraitgan.animation.video import save_image_atomic
 from aniportraitgan.artefacts.identities import StoredIdentity
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import DEFAULT_PSI
@@ -284,7 +285,7 @@ class WebRenderer:
         k = (c.view, c.resolution)
         self._frame_ms[k] = ms if k not in self._frame_ms else 0.5 * (self._frame_ms[k] + ms)
         path = self.workdir / f"aniportraitgan_{c.who}_{c.view}_{c.resolution}px_{key}.png"
-        _save_png(image, path)
+        save_image_atomic(path, image)
         result = Render(c, image, path, ms)
         self._results[key] = result
         while len(self._results) > self.cache_results:
@@ -384,14 +385,6 @@ class Video:
     frames: int
     seconds: float  # rendering and encoding
     fps: float
-
-
-def _save_png(image: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
 
 
 __all__ = [
