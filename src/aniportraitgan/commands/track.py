@@ -14,6 +14,7 @@ import math
 from dataclasses import replace
 
 from aniportraitgan.animation.video import check_output_path
+from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.frontend.track import TrackConfig, track_video
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-side", type=int, default=defaults.max_side,
                    help=f"frames are scaled down to this longer side for detection (default {defaults.max_side})")
     add_threads_option(p)
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar (--quiet is the same)")
+    add_progress_option(p)
     p.set_defaults(func=_run)
 
 
