@@ -7,7 +7,7 @@ has nothing left to do exports again when the exported file is not the newest ch
 
 from __future__ import annotations
 
-from aniportraitgan.artefacts import PRIOR_KEY, export_generator, read_generator_file
+from aniportraitgan.artefacts import PRIOR_KEY, read_generator_file, save_generator
 from aniportraitgan.errors import AssetError
 from aniportraitgan.training.rng import rng_state
 from aniportraitgan.training.run_dir import LOG
@@ -43,8 +43,8 @@ def save(trainer, run, step: int, keep: bool = False) -> None:
 
 
 def export(trainer, run, step: int) -> None:
-    export_generator(trainer.run_dir / EXPORT_NAME, trainer.G_ema.module.state_dict(), trainer.gen_cfg.to_dict(),
-                     trainer.cfg.to_dict(), step=step, stage=run.index, prior=run.prior)
+    save_generator(trainer.run_dir / EXPORT_NAME, trainer.G_ema.module, stage=run.index, step=step, prior=run.prior,
+                   train_config=trainer.cfg.to_dict())
 
 
 def export_if_stale(trainer, run, step: int) -> None:
