@@ -224,6 +224,21 @@ def test_stage_one_fine_tunes_a_trained_generator(data_dir, tmp_path):
     gen = [k for k in start if k.startswith("G_ema.") and "w_avg" not in k]  # w_avg keeps tracking
     assert gen and all(torch.allclose(start[k], source[k], atol=1e-6) for k in gen)
     assert all(torch.equal(start["G." + k[6:]], source[k]) for k in gen)
+    # --init-fresh: the named sub-networks keep the new run's initialisation (De's zero output
+    # layer), everything else is loaded.
+    fresh = tmp_path / "fresh"
+    train(frozen, opts(data_dir, fresh, steps=1, init=first, init_fresh=("De",)))
+    restarted = final_weights(fresh)
+    assert source["G_ema.expression.out.weight"].abs().max() > 0
+    assert not restarted["G_ema.expression.out.weight"].any() and not restarted["G.expression.out.bias"].any()
+    assert all(torch.allclose(restarted[k], source[k], atol=1e-6) for k in gen if ".expression." not in k)
+    with pytest.raises(UserError, match=r"unknown generator sub-networks \['Dx'\]"):
+        train(frozen, opts(data_dir, tmp_path / "bad", steps=1, init=first, init_fresh=("Dx",)))
+    with pytest.raises(UserError, match="give --init too"):
+        opts(data_dir, tmp_path / "bad2", steps=1, init_fresh=("De",)).validate()
+    rescaled = test_config()  # De's input scale has no parameters: a smoother De may fine-tune
+    rescaled.generator_overrides = dict(rescaled.generator_overrides, exp_input_scale=0.5)
+    train(rescaled, opts(data_dir, tmp_path / "rescaled", steps=1, init=first))
     other = test_config()
     other.generator_overrides = dict(other.generator_overrides, samples_per_ray=6)
     with pytest.raises(AssetError, match="another generator config"):

@@ -123,7 +123,11 @@ def test_config_round_trip_and_signature():
     assert (paper.loss.whole, paper.loss.face, paper.loss.torso) == (0.1, 1.0, 0.5)
     assert (paper.stage1.portrait_resolution, paper.stage1.face_resolution) == (128, 128)
     assert (paper.stage2.portrait_resolution, paper.stage2.face_resolution) == (512, 256)
-    with pytest.raises(UserError, match="unknown training config"):
+    small = TrainConfig.preset("small")  # the CPU demo model: the tiny generator at 64 / 64
+    assert small.generator_config() == TrainConfig.preset("tiny").generator_config()
+    assert (small.stage1.portrait_resolution, small.stage1.face_resolution, small.facerecon_resolution) == (64, 64, 64)
+    assert small.reuse_fakes and small.name == "small"
+    with pytest.raises(UserError, match="unknown training config 'huge': choose one of paper, small, tiny"):
         TrainConfig.preset("huge")
     with pytest.raises(InputError, match="unknown field"):
         TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})

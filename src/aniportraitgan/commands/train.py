@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--init", default=None, help="stage 2: the stage-1 checkpoint folder (of another run) to start from; "
                    "stage 1: a trained generator to fine-tune ('demo', an exported .safetensors, a checkpoint or run folder)")
+    p.add_argument("--init-fresh", default="", metavar="NAMES",
+                   help="stage 1 with --init: comma-separated generator sub-networks (M, phi, Dp, De, U) that start "
+                   "fresh instead of from --init (e.g. De of a generator trained without mesh guidance)")
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_threads_option(p)
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         data=Path(args.data), out=Path(args.out), stage=args.stage, steps=args.steps, stage2_steps=args.stage2_steps,
         resume=args.resume, device=args.device, facerecon=Path(args.facerecon) if args.facerecon else None,
-        init=Path(args.init) if args.init else None, progress=not args.no_progress, max_minutes=args.max_minutes,
+        init=Path(args.init) if args.init else None,
+        init_fresh=tuple(n.strip() for n in args.init_fresh.split(",") if n.strip()), progress=not args.no_progress, max_minutes=args.max_minutes,
     )
     opts.validate()  # before the config: a wrong option is the likelier mistake
     if not opts.data.exists():

@@ -383,17 +383,28 @@ class Trainer:
     def _init_generator(self, source: Path) -> None:
         """Fine-tuning: start G and G_ema from a trained generator of the same configuration.
 
-        Mesh guidance may differ (it has no parameters): a generator trained without it can be
-        fine-tuned with it."""
+        Mesh guidance and De's input scale may differ (neither has parameters): a generator
+        trained without guidance, or with the plain SIREN scale, can be fine-tuned with them (De's
+        residual then starts as a smoother field of the same weights)."""
         loaded = open_generator(str(source), "cpu").generator
-        diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(), ignore=("exp_mesh_guided",))
+        diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(),
+                           ignore=("exp_mesh_guided", "exp_input_scale"))
         if diff:
             raise AssetError(f"--init {source} was trained with another generator config: {diff}")
-        state = loaded.state_dict()
+        subnets = self.G.subnetworks()
+        unknown = sorted(set(self.opts.init_fresh) - set(subnets))
+        if unknown:
+            raise UserError(f"--init-fresh names unknown generator sub-networks {unknown}; known: {sorted(subnets)}")
+        prefixes = tuple(f"{name}." for name, module in self.G.named_children()
+                         if any(module is subnets[k] for k in self.opts.init_fresh))
+        state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(prefixes)}
+        for k, v in self.G.state_dict().items():  # the fresh sub-networks keep G's initialisation
+            state.setdefault(k, v)
         self.G.load_state_dict(state)
         self.G_ema.module.load_state_dict(state)
         if self.info.is_main:
-            LOG.info("stage 1 fine-tunes the generator of %s (discriminators start fresh)", source)
+            fresh = f"; fresh: {', '.join(self.opts.init_fresh)}" if self.opts.init_fresh else ""
+            LOG.info("stage 1 fine-tunes the generator of %s (discriminators start fresh%s)", source, fresh)
 
     def _log_images(self, run: StageRun, step: int) -> None:
         grid = sample_grid(self.G_ema.module, run.objective.sampler, self.cfg.seed, self.cfg.grid_size,

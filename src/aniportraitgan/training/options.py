@@ -24,6 +24,10 @@ class RunOptions:
     # generator to fine-tune (exported .safetensors, checkpoint or run folder; e.g. the bundled
     # demo), with fresh discriminators and optimisers.
     init: Path | None = None
+    # Stage 1 with `init`: generator sub-networks (paper names, e.g. "De") that keep their fresh
+    # initialisation instead of the loaded weights (a De trained without mesh guidance has
+    # learned a displacement the guidance already applies).
+    init_fresh: tuple[str, ...] = ()
     progress: bool = True
     # Wall-clock budget of this invocation in minutes (None: none). When it runs out the trainer
     # writes a checkpoint and stops; `--resume` continues (for job time limits and leased GPUs).
@@ -38,5 +42,7 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.init_fresh and self.init is None:
+            raise UserError("--init-fresh names sub-networks of the --init generator: give --init too")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes must be > 0, got {self.max_minutes}")
