@@ -28,8 +28,8 @@ from aniportraitgan.artefacts import (
     RunLock,
     config_diff,
     load_checkpoint,
+    load_generator,
     load_module_state,
-    open_generator,
     subdict,
 )
 from aniportraitgan.body import PortraitBodyModel
@@ -386,7 +386,7 @@ class Trainer:
         Mesh guidance and De's input scale may differ (neither has parameters): a generator
         trained without guidance, or with the plain SIREN scale, can be fine-tuned with them (De's
         residual then starts as a smoother field of the same weights)."""
-        loaded = open_generator(str(source), "cpu").generator
+        loaded = load_generator(str(source), self.device, body_model=self.body)  # the run's body model, not a second one
         diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(),
                            ignore=("exp_mesh_guided", "exp_input_scale"))
         if diff:
