@@ -76,6 +76,12 @@ def _digest(header: dict, data: bytes, start: int) -> str:
     return h.hexdigest()
 
 
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (None: all finite); the
+    one check behind every loader and writer that refuses such weights or codes."""
+    return next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+
+
 def checksummed_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     """A safetensors file's bytes with ``sha256`` and ``checksum`` in its metadata."""
     meta = {k: str(v) for k, v in (metadata or {}).items() if k != CHECKSUM_KEY}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from aniportraitgan.artefacts.checksummed import read_checksummed, write_checksummed
+from aniportraitgan.artefacts.checksummed import first_non_finite, read_checksummed, write_checksummed
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.generator import Generator, IdentityCache
 
@@ -109,9 +109,9 @@ def write_identity(path: str | Path, identity: StoredIdentity) -> Path:
         tensors["w_superres"] = identity.w_superres
     tensors.update({f"photo.{k}": v for k, v in identity.photo.items()})
     tensors.update({DELTA_PREFIX + k: v for k, v in identity.delta.items()})
-    for name, t in tensors.items():
-        if not torch.isfinite(t).all():
-            raise InputError(f"identity {name!r} contains NaN or inf: not written")
+    bad = first_non_finite({k: v.float() for k, v in tensors.items()})
+    if bad is not None:
+        raise InputError(f"identity {bad!r} contains NaN or inf: not written")
     metadata = {"kind": IDENTITY_KIND, "format": str(IDENTITY_FORMAT), "signature": identity.signature,
                 "info": json.dumps(identity.info, sort_keys=True, allow_nan=False)}
     return write_checksummed(path, {k: v.float() for k, v in tensors.items()}, metadata)
@@ -152,9 +152,9 @@ def read_identity(path: str | Path, generator: Generator | None = None, stage: i
     missing = [k for k in ("z_id", "eps", "w_radiance") if k not in t]
     if missing:
         raise AssetError(f"{where} is incomplete: it lacks {missing}")
-    for name, v in t.items():
-        if not v.is_floating_point() or not torch.isfinite(v).all():
-            raise AssetError(f"{where} is corrupted: {name!r} contains NaN or inf (or is not floating point)")
+    bad = next((k for k, v in t.items() if not v.is_floating_point()), None) or first_non_finite(t)
+    if bad is not None:
+        raise AssetError(f"{where} is corrupted: {bad!r} contains NaN or inf (or is not floating point)")
     try:
         info = json.loads(meta.get("info", "{}"))
     except ValueError as exc:

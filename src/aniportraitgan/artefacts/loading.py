@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from aniportraitgan.artefacts.checksummed import first_non_finite
 from aniportraitgan.artefacts.checkpoints import CheckpointManager, load_checkpoint, load_module_state, subdict
 from aniportraitgan.artefacts.generator_files import PRIOR_KEY, read_generator_file
 from aniportraitgan.body import PortraitBodyModel
@@ -141,9 +142,9 @@ def _expected_config(expected) -> GeneratorConfig | None:
 
 
 def _check_finite_weights(weights: dict[str, torch.Tensor], source: Path) -> None:
-    for k, v in weights.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise AssetError(f"checkpoint {source} is corrupted: weight {k!r} contains NaN or inf")
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise AssetError(f"checkpoint {source} is corrupted: weight {bad!r} contains NaN or inf")
 
 
 @dataclass
