@@ -93,7 +93,7 @@ def test_keyframe_of_the_controls():
     (dict(seed="abc"), "seed must be a number"),
     (dict(psi=1.5), r"psi must be in \[0, 1\]"),
     (dict(view="side"), "view must be one of portrait, face, both"),
-    (dict(resolution=48), "resolution must be one of 16, 32, 64, 128, 256 for this model, got 48"),
+    (dict(resolution=48), "resolution must be one of 16, 32, 64, 128, 256(, 512)? for this model, got 48"),
     (dict(resolution=4096), "resolution must be one of"),
     (dict(yaw=float("nan")), r"yaw must be in \[-45, 45\]"),
     (dict(head_nod=31), r"head nod must be in \[-30, 30\], got 31"),
@@ -144,12 +144,19 @@ def test_live_updates_follow_the_frame_time(renderer, monkeypatch):
 
 
 def test_resolution_choices_follow_the_stage(model):
-    assert resolution_choices(model) == ([16, 32, 64, 128, 256], 64)
+    class Stage1At32:
+        stage, portrait_resolution = 1, 32
+
+    class Stage1At64:
+        stage, portrait_resolution = 1, 64
 
     class Stage2:
         stage, portrait_resolution = 2, 512
 
+    assert resolution_choices(Stage1At32()) == ([16, 32, 64, 128, 256], 64)  # up to 8x the training size
+    assert resolution_choices(Stage1At64()) == ([16, 32, 64, 128, 256, 512], 64)
     assert resolution_choices(Stage2()) == ([16, 32, 64, 128, 256, 512], 512)
+    assert 64 in resolution_choices(model)[0]
 
 
 def test_preset_video(renderer, tmp_path):
