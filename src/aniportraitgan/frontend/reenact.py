@@ -152,19 +152,28 @@ def reenact(model, clip: DrivingClip, out: str | os.PathLike, seed: int = 0, psi
     panel = max(portraits.resolution, MIN_PANEL)
     body = BodyFrames(model.body, clip.z_id if clip.z_id is not None else portraits.z_id, panel, model.prior.camera) if show_body else None
     source = DrivenFrames(portraits, clip, body, panel)
-    audio = clip.has_audio and out.suffix.lower() == ".mp4"
-    silent = temp_path_beside(out) if audio else out
+    audio = clip.video if clip.has_audio and out.suffix.lower() == ".mp4" else None
     t0 = time.perf_counter()
+    frames, size = write_driven_video(source, clip, out, audio, batch_size, progress, out.name, quality)
+    return AnimationResult(out, frames, time.perf_counter() - t0, size)
+
+
+def write_driven_video(source: DrivenFrames, clip: DrivingClip, out: Path, audio_from=None, batch_size: int = 4,
+                       progress: bool = False, desc: str = "frames", quality: float = 8.0) -> tuple[int, tuple[int, int]]:
+    """Render ``source`` over the clip's keyframes into ``out`` at the clip's frame rate, with the
+    sound of the video ``audio_from`` muxed in when given (a silent file beside ``out`` first,
+    removed in any case); closes ``source``. Returns (frames written, frame size)."""
+    silent = temp_path_beside(out) if audio_from is not None else out
+    size = None
     try:
         with VideoWriter(silent, fps=clip.fps, quality=quality) as writer:
-            size = None
-            for frame in render_frames(source, clip.keyframes, batch_size, progress, desc=out.name):
+            for frame in render_frames(source, clip.keyframes, batch_size, progress, desc=desc):
                 size = size or frame.shape[:2]
                 writer.write(frame)
-        if audio:
-            mux_audio(silent, clip.video, out)
+        if audio_from is not None:
+            mux_audio(silent, audio_from, out)
     finally:
         source.close()
-        if audio:
+        if audio_from is not None:
             Path(silent).unlink(missing_ok=True)
-    return AnimationResult(out, writer.frame_count, time.perf_counter() - t0, tuple(size))
+    return writer.frame_count, tuple(size)

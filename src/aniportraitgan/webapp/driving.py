@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from aniportraitgan.animation import Keyframes
-from aniportraitgan.animation.animate import render_frames
-from aniportraitgan.animation.video import VideoWriter, mux_audio
-from aniportraitgan.atomic import temp_path_beside
 from aniportraitgan.errors import InputError
 from aniportraitgan.frontend.reenact import (
     MIN_PANEL,
     VIDEO_SUFFIXES,
     DrivenFrames,
     load_drive,
+    write_driven_video,
 )
 from aniportraitgan.frontend.video_input import open_video
 from aniportraitgan.webapp.render import Controls, Video, WebRenderer
@@ -90,19 +88,10 @@ def drive(renderer: WebRenderer, controls: Controls, video, show_video: bool = T
     folder.mkdir(exist_ok=True)
     out = folder / f"aniportraitgan_seed{c.seed}_drive_{Path(video).stem[:40]}_{c.view}_{c.resolution}px.mp4"
     source = DrivenFrames(_Portraits(renderer, c, count), clip, None, max(c.resolution, MIN_PANEL))
-    silent = temp_path_beside(out) if clip.has_audio else out
     t0 = time.perf_counter()
-    try:
-        with VideoWriter(silent, fps=clip.fps) as writer:
-            for frame in render_frames(source, clip.keyframes, progress=False):
-                writer.write(frame)
-        if clip.has_audio:
-            mux_audio(silent, video, out)
-    finally:
-        source.close()
-        if clip.has_audio:
-            Path(silent).unlink(missing_ok=True)
-    video_out = Video(c, "drive", out, writer.frame_count, time.perf_counter() - t0, clip.fps)
+    # the sound comes from the upload itself: clip.video is dropped when the video is not shown
+    frames, _ = write_driven_video(source, clip, out, video if clip.has_audio else None)
+    video_out = Video(c, "drive", out, frames, time.perf_counter() - t0, clip.fps)
     renderer.keep_video(f"drive-{digest}", video_out)  # bounded with the preset videos
     return video_out
 
