@@ -214,5 +214,22 @@ def test_config_presets_roundtrip_and_validation():
         GeneratorConfig.preset("huge")
     with pytest.raises(InputError, match="dp_kernel"):
         GeneratorConfig.tiny(dp_kernel=(4, 9, 9))
+    assert GeneratorConfig.from_dict(old).radiance_input_scale == 1.0  # as every generator before it
+    with pytest.raises(InputError, match="radiance_input_scale must be > 0"):
+        GeneratorConfig.tiny(radiance_input_scale=0.0)
+
+
+def test_radiance_input_scale_scales_phis_coordinates():
+    """phi with input scale s at x is phi with scale 1 at s x (same weights): it only raises
+    the spatial frequencies."""
+    from aniportraitgan.generator.radiance import RadianceGenerator
+
+    torch.manual_seed(0)
+    plain = RadianceGenerator(4, 3, 16, 2, 2, 16, 2)
+    scaled = RadianceGenerator(4, 3, 16, 2, 2, 16, 2, input_scale=3.0)
+    scaled.load_state_dict(plain.state_dict())
+    x, w = torch.rand(2, 5, 3) * 2 - 1, plain.map(torch.randn(2, 4), torch.randn(2, 3))
+    torch.testing.assert_close(scaled(x, w).color, plain(3.0 * x, w).color)
+    assert not torch.allclose(scaled(x, w).color, plain(x, w).color)
     with pytest.raises(InputError, match="unknown GeneratorConfig fields"):
         GeneratorConfig.from_dict({"bogus": 1})

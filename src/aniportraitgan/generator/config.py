@@ -67,6 +67,9 @@ class GeneratorConfig(Config):
     """Width of phi's mapping network."""
     mapping_layers: int = 3
     """Depth of phi's mapping network."""
+    radiance_input_scale: float = 1.0
+    """Scale of phi's input coordinates: the spatial frequencies it starts with (pi-GAN's, for a
+    box the face fills; here the face is about a fifth of the canonical box's width)."""
 
     # Expression deformation De: FiLM-SIREN conditioned on (z_id, z_exp).
     exp_hidden: int = 128
@@ -153,8 +156,10 @@ class GeneratorConfig(Config):
             raise InputError("GeneratorConfig needs at least 2 samples per ray")
         if self.sr_scale not in (1, 2, 4):
             raise InputError(f"GeneratorConfig.sr_scale must be 1, 2 or 4, got {self.sr_scale}")
-        if not (math.isfinite(self.exp_input_scale) and self.exp_input_scale > 0):
-            raise InputError(f"GeneratorConfig.exp_input_scale must be > 0, got {self.exp_input_scale}")
+        for name in ("exp_input_scale", "radiance_input_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"GeneratorConfig.{name} must be > 0, got {value}")
         if not self.level_min < self.level_max:
             raise InputError("GeneratorConfig.level_min must be below level_max")
         if any(k % 2 == 0 for k in self.dp_kernel):

@@ -96,7 +96,8 @@ class Generator(nn.Module):
         self.manifold = ManifoldPredictor(c.manifold_hidden, c.manifold_layers, c.shell_center,
                                           (c.level_min, c.level_max, c.num_levels))
         self.radiance = RadianceGenerator(c.id_dim, c.noise_dim, c.radiance_hidden, c.radiance_layers,
-                                          c.radiance_features, c.mapping_hidden, c.mapping_layers)
+                                          c.radiance_features, c.mapping_hidden, c.mapping_layers,
+                                          c.radiance_input_scale)
         self.superres = ManifoldSuperResolution(
             4 + c.radiance_features, c.sr_channels, c.sr_growth, c.sr_blocks, c.sr_scale,
             c.id_dim, c.noise_dim, c.sr_style_dim, c.mapping_hidden, c.mapping_layers)

@@ -26,8 +26,11 @@ class Radiance:
 
 class RadianceGenerator(nn.Module):
     def __init__(self, id_dim: int, noise_dim: int, hidden: int, layers: int, features: int,
-                 mapping_hidden: int, mapping_layers: int) -> None:
+                 mapping_hidden: int, mapping_layers: int, input_scale: float = 1.0) -> None:
         super().__init__()
+        # Canonical points are multiplied by this before the sine layers: above 1 it raises every
+        # spatial frequency phi starts with (the face fills a fifth of the canonical box).
+        self.input_scale = float(input_scale)
         self.siren = FiLMSiren(3, hidden, layers)
         self.mapping = MappingNetwork(id_dim + noise_dim, mapping_hidden, mapping_layers, self.siren.w_dim)
         self.head = nn.Linear(hidden, 4 + features)
@@ -40,7 +43,7 @@ class RadianceGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> Radiance:
         """Canonical points x [B, N, 3] with conditioning w [B, w_dim]."""
-        raw = self.head(self.siren(x, w))
+        raw = self.head(self.siren(x * self.input_scale if self.input_scale != 1.0 else x, w))
         return Radiance(
             color=torch.sigmoid(raw[..., :3]),
             alpha=torch.sigmoid(raw[..., 3]),
