@@ -21,15 +21,15 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from aniportraitgan.body import PortraitBodyModel  # noqa: E402
-from aniportraitgan.cameras import matching_face_cameras  # noqa: E402
-from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions  # noqa: E402
-from aniportraitgan.images import from_uint8  # noqa: E402
-from aniportraitgan.latents import COMPONENTS, LabelSampler, LatentSample  # noqa: E402
+from aniportraitgan.body import PortraitBodyModel
+from aniportraitgan.cameras import matching_face_cameras
+from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
+from aniportraitgan.images import from_uint8
+from aniportraitgan.latents import COMPONENTS, LabelSampler, LatentSample
 
 
 def _faces(root: str, rows: list[int], size: int) -> torch.Tensor:
