@@ -1,13 +1,14 @@
 """Can a generator configuration draw a face at all? A supervised capacity check.
 
 The GAN has to discover faces through the discriminators; this asks the easier question first:
-fit a freshly initialised generator (every sub-network, fixed codes) directly to a few real
-face-camera images of a dataset with their exact labels, by L2 on the face render, and report
-the PSNR it reaches. A configuration that cannot fit four faces in a few hundred steps will not
-learn eyes and mouths from a discriminator in a CPU run either.
+fit a generator (fixed codes) directly to a few real face-camera images of a dataset with their
+exact labels, by L2 on the face render, and report the PSNR it reaches. With ``--init GEN
+--fresh phi`` the geometry (M, Dp) of a trained generator is kept and phi starts afresh, so the
+number measures what phi can draw on a working surface. A configuration that cannot fit four
+faces in a few hundred steps will not learn eyes and mouths from a discriminator either.
 
-    python scripts/phi_capacity.py DATA [--faces 4] [--steps 300] [--resolution 64] \
-        [--override radiance_input_scale=2] [--override radiance_hidden=64] ...
+    python scripts/phi_capacity.py DATA [--init GEN --fresh phi] [--faces 4] [--steps 300] \
+        [--resolution 64] [--override radiance_input_scale=2] [--override radiance_hidden=64] ...
 
 Prints one line: the configuration's overrides, the PSNR every 50 steps and the seconds taken.
 """
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aniportraitgan.artefacts import load_generator
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import matching_face_cameras
 from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
@@ -48,12 +50,22 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--override", action="append", default=[], help="GeneratorConfig field=JSON value")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", default=None, help="a trained generator (file) to start from")
+    ap.add_argument("--fresh", default="", help="comma-separated sub-networks of --init that start afresh")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.override)}
     body = PortraitBodyModel.load()
-    G = Generator(GeneratorConfig.preset(args.preset, **overrides), body)
+    if args.init:
+        stored = load_generator(args.init, body_model=body)
+        G = Generator(GeneratorConfig.from_dict({**stored.config.to_dict(), **overrides}), body)
+        fresh = tuple(f"{n}." for n, m in G.named_children()
+                      if any(m is G.subnetworks()[k] for k in args.fresh.split(",") if k))
+        G.load_state_dict({k: v for k, v in stored.state_dict().items() if not k.startswith(fresh)}, strict=False)
+    else:
+        G = Generator(GeneratorConfig.preset(args.preset, **overrides), body)
+    G.train()
     sampler = LabelSampler.from_dataset(args.data)
     rows = list(range(args.faces))
     values = {n: sampler.tables[n][rows] for names in COMPONENTS.values() for n in names}
@@ -63,7 +75,9 @@ def main() -> None:
         posed = body(lat.z_id, lat.z_exp, lat.z_pose)
     face_cams = matching_face_cameras(cams, posed.head_center, posed.head_rotation)
     target = _faces(args.data, rows, args.resolution)
-    opt = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99))
+    G.set_trainable(1)
+    # stage 1's parameter groups as training makes them: Dp learns 100x slower (training/config.py)
+    opt = torch.optim.Adam(G.param_groups(1, args.lr, {"Dp": 0.01}), lr=args.lr, betas=(0.9, 0.99))
     options = RenderOptions(8, args.resolution, 1, 1.0)
     t0, log = time.perf_counter(), []
     for step in range(1, args.steps + 1):
@@ -76,7 +90,8 @@ def main() -> None:
             mse = float(((face.detach().clamp(-1, 1) - target) / 2).square().mean())
             log.append(f"{step}:{10 * np.log10(1 / mse):.1f}")
     params = sum(p.numel() for p in G.parameters())
-    print(f"{args.preset} {overrides or '{}'} params {params}: PSNR dB by step {' '.join(log)} "
+    start = f"{args.init} (fresh {args.fresh or 'nothing'})" if args.init else args.preset
+    print(f"{start} {overrides or '{}'} params {params}: PSNR dB by step {' '.join(log)} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
