@@ -51,9 +51,9 @@ def test_novel_views_match_the_generators_own(model, searched):
     case, _, res = searched
     start = LatentCodes(case.target.z_id, torch.zeros(1, 16), 0.7)
     found, before = novel_view_psnr(model, res.codes, case), novel_view_psnr(model, start, case)
-    # measured 30.1 and 30.3 dB at yaws -0.45 and 0.5 (the body's z_id stays at the prior mean);
-    # the start 13.0-13.4 dB
-    assert min(found) >= 27.5
+    # measured 27.2 and 29.1 dB at yaws -0.45 and 0.5 on the 64 px bundled model (30.1 and 30.3
+    # on the 32 px one before it; the body's z_id stays at the prior mean); the start 13.0-13.4 dB
+    assert min(found) >= 26.0
     assert min(f - b for f, b in zip(found, before)) >= 10.0
 
 

@@ -1,4 +1,4 @@
-"""`aniportraitgan train --config tiny|paper --data DIR --out RUN --steps N [--resume] [--stage 1|2|both]`.
+"""`aniportraitgan train --config tiny|small|paper --data DIR --out RUN --steps N [--resume] [--stage 1|2|both]`.
 
 Also runs under torchrun: `torchrun --nproc_per_node N -m aniportraitgan train ...` (one process
 per GPU, or gloo processes on CPU). The first SIGINT / SIGTERM finishes the step, writes a
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         description="Train AniPortraitGAN on a portrait dataset. A run folder holds config.json, "
         "checkpoints/, generator.safetensors (the EMA generator), samples/, tensorboard/ and train.log.",
     )
-    p.add_argument("--config", default="tiny", help="training preset (tiny or paper) or a TrainConfig JSON file "
+    p.add_argument("--config", default="tiny", help="training preset (tiny, small or paper) or a TrainConfig JSON file "
                    "(e.g. a run's config.json, edited)")
     p.add_argument("--data", required=True, help="portrait dataset folder (e.g. made by `aniportraitgan data synth`)")
     p.add_argument("--out", required=True, help="run folder")
