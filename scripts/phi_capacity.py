@@ -60,8 +60,7 @@ def main() -> None:
     if args.init:
         stored = load_generator(args.init, body_model=body)
         G = Generator(GeneratorConfig.from_dict({**stored.config.to_dict(), **overrides}), body)
-        fresh = tuple(f"{n}." for n, m in G.named_children()
-                      if any(m is G.subnetworks()[k] for k in args.fresh.split(",") if k))
+        fresh = G.subnetwork_prefixes([n for n in args.fresh.split(",") if n])
         G.load_state_dict({k: v for k, v in stored.state_dict().items() if not k.startswith(fresh)}, strict=False)
     else:
         G = Generator(GeneratorConfig.preset(args.preset, **overrides), body)

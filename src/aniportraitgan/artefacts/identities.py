@@ -109,12 +109,13 @@ def write_identity(path: str | Path, identity: StoredIdentity) -> Path:
         tensors["w_superres"] = identity.w_superres
     tensors.update({f"photo.{k}": v for k, v in identity.photo.items()})
     tensors.update({DELTA_PREFIX + k: v for k, v in identity.delta.items()})
-    bad = first_non_finite({k: v.float() for k, v in tensors.items()})
+    tensors = {k: v.float() for k, v in tensors.items()}  # as stored, and checked as stored
+    bad = first_non_finite(tensors)
     if bad is not None:
         raise InputError(f"identity {bad!r} contains NaN or inf: not written")
     metadata = {"kind": IDENTITY_KIND, "format": str(IDENTITY_FORMAT), "signature": identity.signature,
                 "info": json.dumps(identity.info, sort_keys=True, allow_nan=False)}
-    return write_checksummed(path, {k: v.float() for k, v in tensors.items()}, metadata)
+    return write_checksummed(path, tensors, metadata)
 
 
 def _shape_errors(ident: StoredIdentity, generator: Generator, stage: int) -> list[str]:

@@ -120,9 +120,23 @@ class Generator(nn.Module):
         self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
 
     # The five sub-networks by their names in the paper.
+    SUBNETWORK_NAMES = ("M", "phi", "U", "Dp", "De")
+
     def subnetworks(self) -> dict[str, nn.Module]:
-        return {"M": self.manifold, "phi": self.radiance, "U": self.superres,
-                "Dp": self.pose, "De": self.expression}
+        return dict(zip(self.SUBNETWORK_NAMES, (self.manifold, self.radiance, self.superres, self.pose, self.expression)))
+
+    @classmethod
+    def unknown_subnetworks(cls, names) -> list[str]:
+        """The names among ``names`` that are no sub-network's (sorted; empty when all are)."""
+        return sorted(set(names) - set(cls.SUBNETWORK_NAMES))
+
+    def subnetwork_prefixes(self, names) -> tuple[str, ...]:
+        """State-dict key prefixes ("radiance.", ...) of the named sub-networks."""
+        unknown = self.unknown_subnetworks(names)
+        if unknown:
+            raise InputError(f"unknown generator sub-networks {unknown}; known: {sorted(self.SUBNETWORK_NAMES)}")
+        wanted = [self.subnetworks()[n] for n in names]
+        return tuple(f"{attr}." for attr, module in self.named_children() if any(module is w for w in wanted))
 
     # ------------------------------------------------------------------ training stages
     def trainable_parameters(self, stage: int) -> list[nn.Parameter]:
@@ -148,9 +162,9 @@ class Generator(nn.Module):
         ``lr_scale`` (``subnetworks()`` names) at ``lr`` times its multiplier, one ("rest") at
         ``lr``; ordered by name with "rest" first, the order resumed optimiser states rely on."""
         subnets = self.subnetworks()
-        unknown = set(lr_scale) - set(subnets)
+        unknown = self.unknown_subnetworks(lr_scale)
         if unknown:
-            raise InputError(f"lr_scale names unknown generator sub-networks {sorted(unknown)}; known: {sorted(subnets)}")
+            raise InputError(f"lr_scale names unknown generator sub-networks {unknown}; known: {sorted(subnets)}")
         owner = {id(p): name for name, module in subnets.items() if name in lr_scale for p in module.parameters()}
         groups: dict[str, list] = {}
         for p in self.trainable_parameters(stage):

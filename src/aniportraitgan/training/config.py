@@ -221,33 +221,33 @@ class TrainConfig(Config):
 # ----------------------------------------------------------------------- presets
 # The fields of each preset that differ from the defaults (name and generator_preset are the
 # preset's name); ``TrainConfig.preset`` builds a fresh config from them.
+# Trains in minutes on CPU (tests, smoke runs, the first 32 px leg of the bundled demo model).
+_TINY: dict[str, Any] = {
+    "stage1": dict(portrait_resolution=32, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
+    "stage2": dict(portrait_resolution=64, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
+    "disc": dict(channel_base=512, channel_max=32, mbstd_group=2),
+    "loss": dict(r1_gamma=0.1, r1_every=2),
+    "ema_kimg": 0.05, "ema_rampup": None, "facerecon_resolution": 32, "checkpoint_every": 50,
+    "keep_every": 1000, "log_every": 5, "image_every": 50, "num_workers": 0, "grid_size": 4,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's resolutions, batches and learning rates (section 3.6).
     "paper": {
         "stage1": dict(portrait_resolution=128, face_resolution=128, batch_size=32, g_lr=2e-5, d_lr=2e-4, steps=100_000),
         "stage2": dict(portrait_resolution=512, face_resolution=256, batch_size=16, g_lr=1e-4, d_lr=2e-4, steps=50_000),
     },
-    # Trains in minutes on CPU (tests, the bundled demo model).
-    "tiny": {
-        "stage1": dict(portrait_resolution=32, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=200),
-        "stage2": dict(portrait_resolution=64, face_resolution=32, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=100),
-        "disc": dict(channel_base=512, channel_max=32, mbstd_group=2),
-        "loss": dict(r1_gamma=0.1, r1_every=2),
-        "ema_kimg": 0.05, "ema_rampup": None, "facerecon_resolution": 32, "checkpoint_every": 50,
-        "keep_every": 1000, "log_every": 5, "image_every": 50, "num_workers": 0, "grid_size": 4,
-    },
-    # The bundled CPU demo model: the tiny generator fine-tuned at portrait and face 64 (R at 64).
-    # reuse_fakes: 914 vs 670 steps in 12 CPU minutes from the same start, with lower FID
-    # (portrait 276 vs 301, face 312 vs 356, 500 vs 500 samples) and higher exp_corr (0.08 vs 0.06);
-    # ema_kimg: a half-life of 125 steps at batch 4 instead of tiny's 12 (docs/training.md).
+    "tiny": _TINY,
+    # The bundled CPU demo model: tiny, with the tiny generator fine-tuned at portrait and face 64
+    # (R at 64). reuse_fakes: 914 vs 670 steps in 12 CPU minutes from the same start, with lower
+    # FID (portrait 276 vs 301, face 312 vs 356, 500 vs 500 samples) and higher exp_corr (0.08 vs
+    # 0.06); ema_kimg: a half-life of 125 steps at batch 4 instead of tiny's 12 (docs/training.md).
     "small": {
+        **_TINY,
         "generator_preset": "tiny",
         "stage1": dict(portrait_resolution=64, face_resolution=64, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=20_000),
         "stage2": dict(portrait_resolution=128, face_resolution=64, batch_size=4, g_lr=1e-3, d_lr=1e-3, steps=2000),
-        "disc": dict(channel_base=512, channel_max=32, mbstd_group=2),
-        "loss": dict(r1_gamma=0.1, r1_every=2),
-        "ema_kimg": 0.5, "ema_rampup": None, "facerecon_resolution": 64, "checkpoint_every": 100,
-        "keep_every": 100_000, "log_every": 25, "image_every": 250, "num_workers": 0, "grid_size": 4,
-        "reuse_fakes": True,
+        "ema_kimg": 0.5, "facerecon_resolution": 64, "checkpoint_every": 100, "keep_every": 100_000,
+        "log_every": 25, "image_every": 250, "reuse_fakes": True,
     },
 }

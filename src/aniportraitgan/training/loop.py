@@ -391,12 +391,7 @@ class Trainer:
                            ignore=("exp_mesh_guided", "exp_input_scale"))
         if diff:
             raise AssetError(f"--init {source} was trained with another generator config: {diff}")
-        subnets = self.G.subnetworks()
-        unknown = sorted(set(self.opts.init_fresh) - set(subnets))
-        if unknown:
-            raise UserError(f"--init-fresh names unknown generator sub-networks {unknown}; known: {sorted(subnets)}")
-        prefixes = tuple(f"{name}." for name, module in self.G.named_children()
-                         if any(module is subnets[k] for k in self.opts.init_fresh))
+        prefixes = self.G.subnetwork_prefixes(self.opts.init_fresh)  # names checked by RunOptions
         state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(prefixes)}
         for k, v in self.G.state_dict().items():  # the fresh sub-networks keep G's initialisation
             state.setdefault(k, v)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from aniportraitgan.errors import UserError
+from aniportraitgan.generator import Generator
 
 
 @dataclass
@@ -44,5 +45,9 @@ class RunOptions:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.init_fresh and self.init is None:
             raise UserError("--init-fresh names sub-networks of the --init generator: give --init too")
+        unknown = Generator.unknown_subnetworks(self.init_fresh)
+        if unknown:
+            raise UserError(f"--init-fresh names unknown generator sub-networks {unknown}; "
+                            f"known: {sorted(Generator.SUBNETWORK_NAMES)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes must be > 0, got {self.max_minutes}")
