@@ -243,6 +243,20 @@ def test_stage_one_fine_tunes_a_trained_generator(data_dir, tmp_path):
     other.generator_overrides = dict(other.generator_overrides, samples_per_ray=6)
     with pytest.raises(AssetError, match="another generator config"):
         train(other, opts(data_dir, tmp_path / "other", steps=1, init=first))
+    # A wider phi on the trained surface: phi's sizes may differ only when phi starts afresh, and
+    # its truncation centre (outside the phi module) restarts with it.
+    wider = test_config()
+    wider.stage1.g_lr = 0.0
+    wide_phi = wider.generator_config().radiance_hidden * 2
+    wider.generator_overrides = dict(wider.generator_overrides, radiance_hidden=wide_phi)
+    with pytest.raises(AssetError, match="radiance_hidden"):
+        train(wider, opts(data_dir, tmp_path / "wider_refused", steps=1, init=first))
+    train(wider, opts(data_dir, tmp_path / "wider", steps=1, init=first, init_fresh=("phi",)))
+    widened = final_weights(tmp_path / "wider")
+    assert widened["G_ema.radiance.head.weight"].shape[1] == wide_phi
+    assert widened["G_ema.w_avg_radiance.w_avg"].shape != source["G_ema.w_avg_radiance.w_avg"].shape
+    assert all(torch.allclose(widened[k], source[k], atol=1e-6) for k in gen
+               if ".radiance." not in k and ".expression." not in k)
 
 
 @pytest.mark.parametrize("ablation", ["no_face_disc", "face_from_crop", "no_dp"])

@@ -195,6 +195,16 @@ class GeneratorConfig(Config):
         return super().from_dict({**LEGACY_DEFAULTS, **data})
 
 
+# The fields that size only one sub-network (paper names, as Generator.SUBNETWORK_NAMES): a
+# generator whose sub-network starts afresh (train --init-fresh) may differ from --init in them.
+SUBNETWORK_FIELDS: dict[str, tuple[str, ...]] = {
+    "M": ("manifold_hidden", "manifold_layers"),
+    "phi": ("radiance_hidden", "radiance_layers", "mapping_hidden", "mapping_layers", "radiance_input_scale"),
+    "U": ("sr_channels", "sr_growth", "sr_blocks", "sr_style_dim"),
+    "Dp": ("dp_kernel",),
+    "De": ("exp_hidden", "exp_layers", "exp_mapping_hidden", "exp_mapping_layers", "exp_input_scale"),
+}
+
 # Field values of generators saved before the field existed (differing from today's defaults).
 LEGACY_DEFAULTS: dict[str, Any] = {"exp_mesh_guided": False, "exp_input_scale": 1.0}
 

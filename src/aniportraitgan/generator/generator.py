@@ -136,6 +136,9 @@ class Generator(nn.Module):
         if unknown:
             raise InputError(f"unknown generator sub-networks {unknown}; known: {sorted(self.SUBNETWORK_NAMES)}")
         wanted = [self.subnetworks()[n] for n in names]
+        # The truncation centres belong to the mapping networks they average (phi's, U's).
+        wanted += [avg for net, avg in ((self.radiance, self.w_avg_radiance), (self.superres, self.w_avg_superres))
+                   if any(net is w for w in wanted)]
         return tuple(f"{attr}." for attr, module in self.named_children() if any(module is w for w in wanted))
 
     # ------------------------------------------------------------------ training stages

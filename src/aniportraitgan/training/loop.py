@@ -38,7 +38,7 @@ from aniportraitgan.data import PortraitDataset
 from aniportraitgan.data.verify import verify_dataset
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
-from aniportraitgan.generator import Generator
+from aniportraitgan.generator import SUBNETWORK_FIELDS, Generator
 from aniportraitgan.latents import LabelSampler, LatentPrior
 from aniportraitgan.signals import ignore_stop_signals
 from aniportraitgan.training import distributed as dist_utils
@@ -385,10 +385,12 @@ class Trainer:
 
         Mesh guidance and De's input scale may differ (neither has parameters): a generator
         trained without guidance, or with the plain SIREN scale, can be fine-tuned with them (De's
-        residual then starts as a smoother field of the same weights)."""
+        residual then starts as a smoother field of the same weights). The sizes of sub-networks
+        that start afresh (``init_fresh``) may differ too: e.g. a wider phi on a trained surface."""
         loaded = load_generator(str(source), self.device, body_model=self.body)  # the run's body model, not a second one
-        diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(),
-                           ignore=("exp_mesh_guided", "exp_input_scale"))
+        free = {"exp_mesh_guided", "exp_input_scale"}
+        free.update(f for name in self.opts.init_fresh for f in SUBNETWORK_FIELDS[name])
+        diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(), ignore=free)
         if diff:
             raise AssetError(f"--init {source} was trained with another generator config: {diff}")
         prefixes = self.G.subnetwork_prefixes(self.opts.init_fresh)  # names checked by RunOptions
