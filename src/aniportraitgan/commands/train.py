@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                    "stage 1: a trained generator to fine-tune ('demo', an exported .safetensors, a checkpoint or run folder)")
     p.add_argument("--init-fresh", default="", metavar="NAMES",
                    help="stage 1 with --init: comma-separated generator sub-networks (M, phi, Dp, De, U) that start "
-                   "fresh instead of from --init (e.g. De of a generator trained without mesh guidance)")
+                   "fresh instead of from --init (e.g. De of a generator trained without mesh guidance); their sizes may differ from --init's (a wider phi on a trained surface)")
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_threads_option(p)
