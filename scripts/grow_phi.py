@@ -16,29 +16,21 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
 import torch
 
 from aniportraitgan.artefacts import fill_missing_averages, open_generator, save_generator
 from aniportraitgan.body import PortraitBodyModel
-from aniportraitgan.cameras import matching_face_cameras
 from aniportraitgan.generator import Generator, RenderOptions
 from aniportraitgan.generator.growth import DEFAULT_GAIN, grow_phi
+from aniportraitgan.inversion.optimize import psnr
 from aniportraitgan.latents import LabelSampler
 
 
 def render(G: Generator, lat, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cams = lat.cameras()
+    """Portraits and faces (G's own face cameras around the posed heads) at ``resolution``."""
     with torch.no_grad():
-        posed = G.body(lat.z_id, lat.z_exp, lat.z_pose)
-        face_cams = matching_face_cameras(cams, posed.head_center, posed.head_rotation)
-        out = G(lat, cams, face_cams, options=RenderOptions(resolution, resolution, 1, 1.0))
+        out = G(lat, lat.cameras(), options=RenderOptions(resolution, resolution, 1, 1.0))
     return out.portrait, out.face
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).square().mean())
-    return 10 * np.log10(1 / max(mse, 1e-12))
 
 
 def main() -> None:

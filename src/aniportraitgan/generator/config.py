@@ -195,8 +195,9 @@ class GeneratorConfig(Config):
         return super().from_dict({**LEGACY_DEFAULTS, **data})
 
 
-# The fields that size only one sub-network (paper names, as Generator.SUBNETWORK_NAMES): a
-# generator whose sub-network starts afresh (train --init-fresh) may differ from --init in them.
+# The five sub-networks by their paper names (Generator.SUBNETWORK_NAMES, in this order) and the
+# fields that size only that sub-network: a generator whose sub-network starts afresh
+# (train --init-fresh) may differ from --init in them.
 SUBNETWORK_FIELDS: dict[str, tuple[str, ...]] = {
     "M": ("manifold_hidden", "manifold_layers"),
     "phi": ("radiance_hidden", "radiance_layers", "mapping_hidden", "mapping_layers", "radiance_input_scale"),

@@ -24,7 +24,7 @@ from aniportraitgan.errors import InputError
 from aniportraitgan.frames import SCENE_SCALE
 from aniportraitgan.latents import LatentSample
 from aniportraitgan.generator.cache import IdentityCache, WAverage
-from aniportraitgan.generator.config import GeneratorConfig
+from aniportraitgan.generator.config import SUBNETWORK_FIELDS, GeneratorConfig
 from aniportraitgan.generator.deformation import ExpressionDeformation, PoseDeformation
 from aniportraitgan.generator.outputs import Aux, Rendered, RenderOptions
 from aniportraitgan.generator.manifolds import ManifoldPredictor
@@ -120,7 +120,7 @@ class Generator(nn.Module):
         self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
 
     # The five sub-networks by their names in the paper.
-    SUBNETWORK_NAMES = ("M", "phi", "U", "Dp", "De")
+    SUBNETWORK_NAMES = tuple(SUBNETWORK_FIELDS)  # ("M", "phi", "U", "Dp", "De")
 
     def subnetworks(self) -> dict[str, nn.Module]:
         return dict(zip(self.SUBNETWORK_NAMES, (self.manifold, self.radiance, self.superres, self.pose, self.expression)))

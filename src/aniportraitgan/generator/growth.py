@@ -34,8 +34,7 @@ def grow_radiance(old: RadianceGenerator, new: RadianceGenerator, gain: float = 
     h0, l0, h1, l1 = old.siren.hidden, old.siren.num_layers, new.siren.hidden, new.siren.num_layers
     if h1 < h0 or l1 < l0 or old.num_features != new.num_features or old.input_scale != new.input_scale:
         raise InputError(f"phi can only grow ({h0} x {l0} -> {h1} x {l1} asked) and keep its features and input scale")
-    if old.mapping.body.state_dict().keys() != new.mapping.body.state_dict().keys() or any(
-            a.shape != b.shape for a, b in zip(old.mapping.body.parameters(), new.mapping.body.parameters())):
+    if [p.shape for p in old.mapping.body.parameters()] != [p.shape for p in new.mapping.body.parameters()]:
         raise InputError("phi's mapping network must keep its hidden sizes to grow")
     new.mapping.body.load_state_dict(old.mapping.body.state_dict())
     old_lin, new_lin = old.siren.linears, new.siren.linears
@@ -66,7 +65,6 @@ def grow_radiance(old: RadianceGenerator, new: RadianceGenerator, gain: float = 
     new.head.weight.zero_()
     new.head.weight[:, :h0] = old.head.weight * scale
     new.head.bias.copy_(old.head.bias)
-
 
 
 def grow_phi(generator: Generator, hidden: int, layers: int, gain: float = DEFAULT_GAIN) -> Generator:
