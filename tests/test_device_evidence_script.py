@@ -1,4 +1,5 @@
-"""The prepared GPU evidence script runs end to end with toy sizes (DRY=1) on a CPU."""
+"""The prepared GPU evidence script runs end to end with toy sizes (DRY=1) on a CPU, from either
+start: a fresh `tiny` run, or the committed `grown_run/` continued by exact resume."""
 
 from __future__ import annotations
 
@@ -11,18 +12,48 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("generator.safetensors", "portrait_controls.png", "face_controls.png", "metrics.json", "train.log",
+           "evidence.log")
+
+
+def _dry_run(tmp_path: Path, start: str) -> Path:
+    out = tmp_path / "out"
+    env = dict(os.environ, DRY="1", START=start, PY=sys.executable, OUT=str(out), WORK=str(tmp_path / "work"),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    return out
 
 
 @pytest.mark.slow  # data, R, training, sheets and control metrics in a row: ~40 s on 2 cores
-def test_device_evidence_script_dry_run(tmp_path):
-    out = tmp_path / "out"
-    env = dict(os.environ, DRY="1", PY=sys.executable, OUT=str(out), WORK=str(tmp_path / "work"),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for name in ("generator.safetensors", "portrait_controls.png", "face_controls.png", "metrics.json",
-                 "train.log", "evidence.log"):
-        assert (out / name).is_file(), name
+def test_device_evidence_script_dry_run_fresh(tmp_path):
+    out = _dry_run(tmp_path, "fresh")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert "exp_corr_real" in metrics and "head_pose_deg" in metrics
+
+
+@pytest.mark.slow  # the 5000 samples grown_run/ was trained on (its labels are checked): ~90 s on 2 cores
+def test_device_evidence_script_dry_run_grown(tmp_path):
+    """The committed run state resumes on a regenerated dataset (the same labels) and the new
+    run state comes back ready to replace grown_run/."""
+    out = _dry_run(tmp_path, "grown")
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert {"fid_portrait", "head_pose_deg", "response_jawOpen"} <= set(metrics), sorted(metrics)
+    committed = sorted(p.name for p in (ROOT / "grown_run" / "checkpoints").iterdir())
+    step = int(committed[-1].split("-")[1])
+    new = [p.name for p in (out / "grown_run" / "checkpoints").iterdir()]
+    assert len(new) == 1 and step < int(new[0].split("-")[1]) <= step + 2, new  # DRY: 2 steps at most
+    for name in ("config.json", "inputs.json", "train.log", "README.md"):
+        assert (out / "grown_run" / name).is_file(), name
+    assert json.loads((out / "grown_run" / "config.json").read_text()) == \
+        json.loads((ROOT / "grown_run" / "config.json").read_text())
+
+
+def test_device_evidence_script_refuses_an_unknown_start(tmp_path):
+    env = dict(os.environ, START="sideways", PY=sys.executable, OUT=str(tmp_path / "o"), WORK=str(tmp_path / "w"))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "START must be grown or fresh" in proc.stderr

@@ -21,7 +21,7 @@ CONTROL_KEYS = {
     "multiview_mae", "multiview_visible", "identity_cos_same", "identity_cos_other",
     "identity_R_dist_same", "identity_R_dist_other",
     "exp_coef_mae_real", "exp_landmark_mm_real", "landmark_mm_real", "head_pose_deg_real",
-    "exp_corr", "exp_corr_real",
+    "exp_corr", "exp_corr_real", "exp_corr_se", "exp_corr_se_real",
     *(f"exp_corr_{n}{suffix}" for n in ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft",
                                        "mouthSmileRight") for suffix in ("", "_real")),
     *(f"response_{p}{suffix}" for p in ("jawOpen", "eyeBlink", "smile", "browInnerUp", "head_turn", "head_nod",

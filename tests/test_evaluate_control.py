@@ -192,6 +192,23 @@ def test_expression_correlation():
         expression_correlation(asked, asked[:10], names)
 
 
+def test_expression_correlation_standard_error():
+    """exp_corr_se is the sampling noise of exp_corr: for five independent coefficients with
+    correlation r over n samples, (1 - r^2) / sqrt(5 n); it halves with four times the samples."""
+    g = torch.Generator().manual_seed(1)
+    ses = []
+    for n in (400, 1600):
+        asked = torch.randn(n, len(EXP_PROBE), generator=g)
+        estimated = 0.1 * asked + torch.randn(n, len(EXP_PROBE), generator=g)  # r ~ 0.1
+        out = expression_correlation(asked, estimated, EXP_PROBE)
+        expected = (1 - 0.1 ** 2) / math.sqrt(5 * n)
+        assert 0.7 * expected < out["exp_corr_se"] < 1.3 * expected, (n, out["exp_corr_se"], expected)
+        ses.append(out["exp_corr_se"])
+    assert ses[1] < 0.65 * ses[0]
+    assert out == expression_correlation(asked, estimated, EXP_PROBE)  # seeded: reruns agree
+    assert math.isnan(expression_correlation(asked[:1], estimated[:1], EXP_PROBE)["exp_corr_se"])
+
+
 def test_control_metric_registry():
     assert list(CONTROL_METRICS) == ["expression", "head_pose", "geometry", "multiview", "identity", "response"]
     assert select_control_metrics(None) == tuple(CONTROL_METRICS)
