@@ -72,3 +72,22 @@ def test_compile_networks_compiles_the_per_point_networks_of_the_trained_generat
     assert all(getattr(getattr(plain.G, n), "_compiled_call_impl", None) is None for n in nets)
     assert getattr(trainer.G_ema.module.manifold, "_compiled_call_impl", None) is None  # exported eager
     assert list(trainer.G.state_dict()) == list(plain.G.state_dict())  # checkpoints unchanged
+
+
+def test_bench_config_from_a_run_config_copies_it_at_the_bench_sizes(tmp_path, capsys):
+    """`bench train --config RUN/config.json` times that run's networks (here: phi widened)."""
+    from aniportraitgan.training.config import TrainConfig
+
+    run_cfg = TrainConfig.preset("tiny")
+    run_cfg.generator_overrides = {"radiance_hidden": 48, "samples_per_ray": 8, "sr_map_resolution": 16}
+    cfg = bench_config(run_cfg, 16, 16, batch=2)
+    assert cfg.generator_overrides == run_cfg.generator_overrides and cfg.stage1.batch_size == 2
+    assert run_cfg.stage1.portrait_resolution != 16  # the run's own config is left as it was
+    path = tmp_path / "config.json"
+    path.write_text(run_cfg.to_json())
+    assert main(["bench", "train", "--config", str(path), "--resolution", "16", "--face-resolution", "16",
+                 "--batch", "2", "--rounds", "1", "--steps", "1", "--warmup", "0", "--no-facerecon",
+                 "--variants", "exact", "--threads", "1"]) == 0
+    assert f"bench train {path} 16/16 px batch 2" in capsys.readouterr().out
+    assert main(["bench", "train", "--config", str(tmp_path / "missing.json")]) != 0
+    assert "missing.json does not exist" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import torch
 
 from aniportraitgan.animation.bench import bench_generator, machine_name, summary_line
 from aniportraitgan.body.bench import bench_body
+from aniportraitgan.commands.config_args import load_train_config
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import UserError
 from aniportraitgan.training.bench import DEFAULT_VARIANTS, VARIANTS, bench_config, bench_train
@@ -107,7 +108,8 @@ def _register_train(sub) -> None:
         "noise as real images, no dataset needed) for each variant in alternating rounds, and print each "
         "variant's time as a ratio to the first: " + "; ".join(VARIANTS) + " (training/bench.py).",
     )
-    t.add_argument("--config", default="tiny", help="training preset (default tiny: the demo model's)")
+    t.add_argument("--config", default="tiny", help="training preset (default tiny: the demo model's) or a "
+                   "TrainConfig JSON file such as a run's config.json")
     t.add_argument("--resolution", type=int, default=64, help="stage-1 portrait side (default 64)")
     t.add_argument("--face-resolution", type=int, default=64, help="stage-1 face side (default 64)")
     t.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
@@ -125,7 +127,7 @@ def _register_train(sub) -> None:
 def run_train(args: argparse.Namespace) -> int:
     _set_device_and_threads(args)
     load = os.getloadavg()[0]
-    cfg = bench_config(args.config, args.resolution, args.face_resolution, args.batch)
+    cfg = bench_config(load_train_config(args.config), args.resolution, args.face_resolution, args.batch)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     res = bench_train(cfg, names, args.rounds, args.steps, args.warmup, args.device, not args.no_facerecon,
                       say=lambda line: print(line, flush=True))

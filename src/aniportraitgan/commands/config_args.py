@@ -1,5 +1,6 @@
 """Command-line options read from config dataclasses: one option per field, named after it, with
-the field's docstring as help (fields are written ``name: type = default`` and a docstring line)."""
+the field's docstring as help (fields are written ``name: type = default`` and a docstring line);
+and `--config`'s loader (a preset name or a TrainConfig JSON file)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import inspect
 import textwrap
 import types
 import typing
+from pathlib import Path
 from typing import Any
+
+from aniportraitgan.errors import InputError, UserError
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -63,3 +67,19 @@ def apply_field_options(args: argparse.Namespace, config: Any, names: list[str])
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
+
+
+def load_train_config(name: str) -> "TrainConfig":
+    """`--config`: a preset name, or a JSON file written by TrainConfig.to_json (a run's config.json)."""
+    from aniportraitgan.training.config import TrainConfig  # commands that take no config skip training
+    if name.endswith(".json") or Path(name).is_file():
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"--config {path} does not exist")
+        try:
+            cfg = TrainConfig.from_json(path.read_bytes().decode())
+            cfg.validate()
+        except (InputError, UnicodeDecodeError) as exc:  # name the file: the message alone does not
+            raise UserError(f"--config {path}: {exc}") from None
+        return cfg
+    return TrainConfig.preset(name)

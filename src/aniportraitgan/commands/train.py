@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from aniportraitgan.commands.config_args import add_field_options, apply_field_options
+from aniportraitgan.commands.config_args import add_field_options, apply_field_options, load_train_config
 from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
 from aniportraitgan.errors import InputError, UserError
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The chosen preset or config file with the command line's overrides."""
-    cfg = _load_config(args.config)
+    cfg = load_train_config(args.config)
     apply_field_options(args, cfg.ablation, ABLATION_FIELDS)
     for name in ("batch", "checkpoint_every"):
         value = getattr(args, name)
@@ -68,21 +68,6 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         cfg.stage1.batch_size = cfg.stage2.batch_size = args.batch
     apply_field_options(args, cfg, SCHEDULE_FIELDS)
     return cfg
-
-
-def _load_config(name: str) -> TrainConfig:
-    """A preset name, or a JSON file written by TrainConfig.to_json (a run's config.json)."""
-    if name.endswith(".json") or Path(name).is_file():
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"--config {path} does not exist")
-        try:
-            cfg = TrainConfig.from_json(path.read_bytes().decode())
-            cfg.validate()
-        except (InputError, UnicodeDecodeError) as exc:  # name the file: the message alone does not
-            raise UserError(f"--config {path}: {exc}") from None
-        return cfg
-    return TrainConfig.preset(name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,10 +78,10 @@ def synthetic_labels(body, num: int = 256, seed: int = 0) -> dict[str, np.ndarra
     }
 
 
-def bench_config(name: str = "tiny", resolution: int = 64, face_resolution: int = 64,
+def bench_config(config: str | TrainConfig = "tiny", resolution: int = 64, face_resolution: int = 64,
                  batch: int | None = None) -> TrainConfig:
-    """A training preset (or config) with stage 1 at the given sizes."""
-    cfg = TrainConfig.preset(name)
+    """A training preset (by name) or a copy of a config with stage 1 at the given sizes."""
+    cfg = TrainConfig.preset(config) if isinstance(config, str) else TrainConfig.from_dict(config.to_dict())
     cfg.stage1.portrait_resolution, cfg.stage1.face_resolution = resolution, face_resolution
     if batch is not None:
         cfg.stage1.batch_size = batch
