@@ -95,7 +95,7 @@ def expression_correlation(asked: torch.Tensor, estimated: torch.Tensor, names) 
     one whose faces ignore the expression scores near 0. NaN where a coefficient never varies.
     ``exp_corr_se``: its bootstrap standard error over the samples (``EXP_CORR_BOOTSTRAP``
     resamples), so that two models' numbers can be told apart from sampling noise: with a few
-    hundred samples it is about 0.03."""
+    hundred samples it is 0.04-0.05 on SynthPortraits, with 2048 about 0.013."""
     if asked.shape != estimated.shape or asked.ndim != 2:
         raise InputError(f"expression_correlation needs two [N, E] arrays of one shape, got "
                          f"{tuple(asked.shape)} and {tuple(estimated.shape)}")
