@@ -36,7 +36,7 @@ from aniportraitgan.artefacts import CheckpointManager, export_generator, load_c
 from aniportraitgan.artefacts.identities import StoredIdentity, read_identity, write_identity
 from aniportraitgan.artefacts.loading import DEMO_CHECKPOINT
 from aniportraitgan.body.asset import DEFAULT_ASSET, load_asset
-from aniportraitgan.commands.train import _load_config as load_config
+from aniportraitgan.commands.config_args import load_train_config as load_config
 from aniportraitgan.data.dataset import read_png, write_png
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.facerecon import FaceRecon, FaceReconConfig
