@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.training.config import TrainConfig
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -69,9 +70,8 @@ def apply_field_options(args: argparse.Namespace, config: Any, names: list[str])
             setattr(config, name, value)
 
 
-def load_train_config(name: str) -> "TrainConfig":
+def load_train_config(name: str) -> TrainConfig:
     """`--config`: a preset name, or a JSON file written by TrainConfig.to_json (a run's config.json)."""
-    from aniportraitgan.training.config import TrainConfig  # commands that take no config skip training
     if name.endswith(".json") or Path(name).is_file():
         path = Path(name)
         if not path.is_file():
