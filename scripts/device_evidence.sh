@@ -62,12 +62,14 @@ stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/evidence.log"; }
 
 stamp "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
 
+# Exact resume needs the dataset grown_run/ was trained on (its labels' SHA-256 is checked).
+if [ "$START" = grown ]; then NUM=5000; RES=128; fi
+stamp "data: $NUM SynthPortraits at $RES px, seed 0"
+ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --seed 0 --workers "$WORKERS" --no-progress \
+    2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
+
 if [ "$START" = grown ]; then
-    # Exact resume: the dataset grown_run/ was trained on (its labels' SHA-256 is checked) and
-    # its R; the config is the run's own, so batch and resolutions are those of the CPU run.
-    stamp "data: 5000 SynthPortraits at 128 px, seed 0 (grown_run/'s)"
-    ani data synth --out "$WORK/synth" --num 5000 --resolution 128 --seed 0 --workers "$WORKERS" --no-progress \
-        2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
+    # grown_run/'s R and its own config, so batch and resolutions are those of the CPU run.
     R="demo_run/R64.safetensors"
     rm -rf "$WORK/run" && cp -r grown_run "$WORK/run"
     if [ "${DRY:-0}" = 1 ]; then
@@ -79,10 +81,6 @@ if [ "$START" = grown ]; then
     ani train --config "$WORK/run/config.json" --data "$WORK/synth" --out "$WORK/run" --facerecon "$R" --resume \
         --steps "$STEPS" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
 else
-    stamp "data: $NUM SynthPortraits at $RES px"
-    ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --workers "$WORKERS" --no-progress \
-        2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
-
     stamp "R: $R_STEPS steps at $R_RES px"
     R="$WORK/R.safetensors"
     ani facerecon train --data "$WORK/synth" --out "$R" --steps "$R_STEPS" --resolution "$R_RES" \

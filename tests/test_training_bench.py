@@ -13,6 +13,7 @@ import torch
 from aniportraitgan.cli import main
 from aniportraitgan.errors import InputError
 from aniportraitgan.training.bench import DEFAULT_VARIANTS, VARIANTS, Variant, _build, bench_config, bench_train
+from aniportraitgan.training.config import TrainConfig
 
 
 def _cfg():
@@ -76,8 +77,6 @@ def test_compile_networks_compiles_the_per_point_networks_of_the_trained_generat
 
 def test_bench_config_from_a_run_config_copies_it_at_the_bench_sizes(tmp_path, capsys):
     """`bench train --config RUN/config.json` times that run's networks (here: phi widened)."""
-    from aniportraitgan.training.config import TrainConfig
-
     run_cfg = TrainConfig.preset("tiny")
     run_cfg.generator_overrides = {"radiance_hidden": 48, "samples_per_ray": 8, "sr_map_resolution": 16}
     cfg = bench_config(run_cfg, 16, 16, batch=2)

@@ -105,12 +105,13 @@ def expression_correlation(asked: torch.Tensor, estimated: torch.Tensor, names) 
     a, e = asked.double()[:, cols], estimated.double()[:, cols]
     per = _column_correlations(a, e)
     out = {f"exp_corr_{n}": float(v) for n, v in zip(probes, per)}
-    out["exp_corr"] = float(per.nanmean()) if not per.isnan().all() else math.nan
+    out["exp_corr"] = float(per.nanmean())  # NaN when every coefficient is
+    out["exp_corr_se"] = math.nan
     n = a.shape[0]
     if n > 1 and cols:
         idx = torch.randint(n, (EXP_CORR_BOOTSTRAP, n), generator=torch.Generator().manual_seed(0))
         means = _column_correlations(a[idx], e[idx]).nanmean(-1)
-        out["exp_corr_se"] = float(means[~means.isnan()].std()) if (~means.isnan()).sum() > 1 else math.nan
-    else:
-        out["exp_corr_se"] = math.nan
+        valid = means[~means.isnan()]
+        if valid.numel() > 1:
+            out["exp_corr_se"] = float(valid.std())
     return out
