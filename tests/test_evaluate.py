@@ -24,8 +24,9 @@ CONTROL_KEYS = {
     "exp_corr", "exp_corr_real", "exp_corr_se", "exp_corr_se_real",
     *(f"exp_corr_{n}{suffix}" for n in ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft",
                                        "mouthSmileRight") for suffix in ("", "_real")),
-    *(f"response_{p}{suffix}" for p in ("jawOpen", "eyeBlink", "smile", "browInnerUp", "head_turn", "head_nod",
-                                        "head_tilt", "shoulder_shrug") for suffix in ("", "_in", "_out")),
+    *(f"response_{p}{suffix}{real}" for p in ("jawOpen", "eyeBlink", "smile", "browInnerUp", "head_turn", "head_nod",
+                                        "head_tilt", "shoulder_shrug") for suffix in ("", "_in", "_out")
+      for real in ("", "_real")),  # _real: the SynthPortraits renderer's own response (the ceiling)
 }
 IMAGE_KEYS = {"fid_portrait", "fid_face", "kid_portrait", "kid_portrait_std", "kid_face", "kid_face_std"}
 

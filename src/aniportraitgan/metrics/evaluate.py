@@ -48,12 +48,14 @@ from aniportraitgan.generator import RenderOptions, check_psi
 from aniportraitgan.images import check_resolution
 from aniportraitgan.inference import load_inference_model, resolve_device
 from aniportraitgan.latents import LabelSampler
+from aniportraitgan.render import RenderBackendError
 
 from .control import CONTROL_METRICS, R_METRICS, ControlConfig, control_metrics, facerecon_dataset_errors
 from .features import RealStatsCache, extract_features, fingerprint_files
 from .fid import feature_statistics, frechet_distance, kid
 from .inception import InceptionFeatures, RandomProjectionFeatures
 from .report import write_report
+from .response import data_response_metrics
 
 __all__ = ["EXTRACTORS", "IMAGE_METRICS", "EvalConfig", "EvalReport", "evaluate", "known_metrics", "make_extractor",
            "parse_metrics", "run_evaluation"]
@@ -275,12 +277,27 @@ def evaluate(ckpt, data, config: EvalConfig | None = None, model=None) -> EvalRe
         if facerecon is not None and any(m in R_METRICS for m in control):
             ctrl.update(facerecon_dataset_errors(facerecon, G.body, dataset, cfg.control.num, cfg.batch,
                                                  cfg.progress, metrics=control))
+        if "response" in control:
+            ceiling, meta["response_real"] = _data_response(dataset, cfg.control.response_num, res, face_res, cfg.progress)
+            ctrl.update(ceiling)
         # JSON has no NaN: an undefined number (no valid pixel) is recorded as null.
         metrics.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ctrl.items()})
         meta["control"] = asdict(cfg.control)
         meta["facerecon"] = cfg.facerecon or "none: expression and head-pose errors skipped (give --facerecon)"
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     return EvalReport(metrics, meta)
+
+
+def _data_response(dataset, num: int, res: int, face_res: int, progress: bool) -> tuple[dict[str, float], str]:
+    """The control response of the dataset's own renderer (`response_*_real`: the ceiling) and
+    a note of what was measured; none for a dataset no renderer can draw again."""
+    try:
+        return data_response_metrics(dataset, num, res, face_res, progress=progress), (
+            f"the SynthPortraits renderer on the dataset's first {min(num, len(dataset))} samples")
+    except UserError as exc:  # photos: there is no renderer to apply the probes to
+        return {}, f"not measured: {exc}"
+    except RenderBackendError as exc:  # no OpenGL here (e.g. a bare GPU machine): skip, say so
+        return {}, f"not measured: {exc}"
 
 
 def run_evaluation(ckpt, data, out, config: EvalConfig | None = None, run: str | None = None,

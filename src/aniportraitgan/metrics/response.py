@@ -25,17 +25,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from aniportraitgan.body import CONTROLLED_JOINTS
 from aniportraitgan.cameras import Cameras, matching_face_cameras
+from aniportraitgan.data.synth_config import SynthConfig
+from aniportraitgan.data.synth_worker import SynthWorker
 from aniportraitgan.generator import RenderOptions
 from aniportraitgan.latents import LatentSample
 
 from .geometry import HEAD_BONES, region_vertices
 
-__all__ = ["EXPRESSION_PROBES", "POSE_PROBES", "ResponseRegions", "response_metrics", "splat_mask"]
+__all__ = ["EXPRESSION_PROBES", "POSE_PROBES", "ResponseRegions", "data_response_metrics", "response_metrics", "splat_mask"]
 
 # Probe name -> the ARKit coefficients it sets to 1.
 EXPRESSION_PROBES: dict[str, tuple[str, ...]] = {
@@ -110,20 +114,13 @@ def _probe_indices(body) -> tuple[dict[str, list[int]], dict[str, dict[int, torc
     return exp, pose
 
 
-def _batch_values(run, part: LatentSample, regions: ResponseRegions) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{probe: (change inside [B], change in the rest [B])} for one batch of the run's samples."""
-    G, body, dev, o = run.generator, run.body, run.device, run.options
-    Hp, Hf = o.portrait_resolution, o.face_resolution or o.portrait_resolution
-    cams = part.cameras().to(dev)
-    z_id, z_exp, z_pose, eps = (t.to(dev) for t in (part.z_id, part.z_exp, part.z_pose, part.eps))
+def _probe_changes(render, body, cams: Cameras, z_id, z_exp, z_pose, Hp: int, Hf: int,
+                   regions: ResponseRegions) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{probe: (change inside [B], change in the rest [B])} of one batch. `render(exp, pose,
+    face_cams=None)` returns images [B, 3, H, W] in [-1, 1]: the face view (at Hf) when given
+    face cameras, else the portrait (at Hp) from `cams`."""
     exp_idx, pose_idx = _probe_indices(body)
-
-    def render(exp, pose, face_cams=None):
-        # Only one view is compared per probe: the other is rendered tiny (8 px) or not at all.
-        opts = RenderOptions(8 if face_cams is not None else Hp, Hf if face_cams is not None else None, o.stage, o.psi)
-        out = G(LatentSample(z_id, exp, pose, eps), cams, face_cams, options=opts)
-        return out.face if face_cams is not None else out.portrait
-
+    dev = z_id.device
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     # Expressions on the face camera, placed once from the un-probed head so that it stays put.
     exp0 = z_exp.clone()
@@ -154,19 +151,24 @@ def _batch_values(run, part: LatentSample, regions: ResponseRegions) -> dict[str
     return out
 
 
-@torch.no_grad()
-def response_metrics(run, values=None, regions: ResponseRegions = ResponseRegions()) -> dict[str, float]:
-    """The registered `response` control metric of a `ControlRun`: its first
-    `config.response_num` samples (no further draws), each rendered once per probe and once
-    without."""
-    n = min(run.config.num, run.config.response_num)
-    sums: dict[str, list[list[torch.Tensor]]] = {}
-    for s in range(0, n, run.batch_size):
-        part = run.samples(slice(s, min(n, s + run.batch_size)))
-        for name, (inside, rest) in _batch_values(run, part, regions).items():
-            acc = sums.setdefault(name, [[], []])
-            acc[0].append(inside.double().cpu())
-            acc[1].append(rest.double().cpu())
+def _batch_values(run, part: LatentSample, regions: ResponseRegions) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`_probe_changes` of one batch of the run's samples, rendered by its generator."""
+    G, dev, o = run.generator, run.device, run.options
+    Hp, Hf = o.portrait_resolution, o.face_resolution or o.portrait_resolution
+    z_id, eps = part.z_id.to(dev), part.eps.to(dev)
+
+    def render(exp, pose, face_cams=None):
+        # Only one view is compared per probe: the other is rendered tiny (8 px) or not at all.
+        opts = RenderOptions(8 if face_cams is not None else Hp, Hf if face_cams is not None else None, o.stage, o.psi)
+        out = G(LatentSample(z_id, exp, pose, eps), cams, face_cams, options=opts)
+        return out.face if face_cams is not None else out.portrait
+
+    cams = part.cameras().to(dev)
+    return _probe_changes(render, run.body, cams, z_id, part.z_exp.to(dev), part.z_pose.to(dev), Hp, Hf, regions)
+
+
+def _reduce(sums: dict[str, list[list[torch.Tensor]]]) -> dict[str, float]:
+    """{probe: [[inside per batch], [rest per batch]]} -> the three numbers of each probe."""
     metrics: dict[str, float] = {}
     for name, (inside, rest) in sums.items():
         i, r = torch.cat(inside), torch.cat(rest)
@@ -176,3 +178,55 @@ def response_metrics(run, values=None, regions: ResponseRegions = ResponseRegion
         metrics[f"response_{name}_in"] = float(i)
         metrics[f"response_{name}_out"] = float(r)
     return metrics
+
+
+def _accumulate(sums: dict, values: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for name, (inside, rest) in values.items():
+        acc = sums.setdefault(name, [[], []])
+        acc[0].append(inside.double().cpu())
+        acc[1].append(rest.double().cpu())
+
+
+@torch.no_grad()
+def response_metrics(run, values=None, regions: ResponseRegions = ResponseRegions()) -> dict[str, float]:
+    """The registered `response` control metric of a `ControlRun`: its first
+    `config.response_num` samples (no further draws), each rendered once per probe and once
+    without."""
+    n = min(run.config.num, run.config.response_num)
+    sums: dict[str, list[list[torch.Tensor]]] = {}
+    for s in range(0, n, run.batch_size):
+        part = run.samples(slice(s, min(n, s + run.batch_size)))
+        _accumulate(sums, _batch_values(run, part, regions))
+    return _reduce(sums)
+
+
+@torch.no_grad()
+def data_response_metrics(dataset, num: int, portrait_resolution: int, face_resolution: int,
+                          regions: ResponseRegions = ResponseRegions(), progress: bool = True) -> dict[str, float]:
+    """The same probes on the renderer that made a SynthPortraits dataset: its first `num`
+    samples (their own identities, codes and cameras) drawn again with each probe applied.
+    What a generator that reproduced the data exactly would score, the ceiling of
+    `response_metrics`: keys with the suffix `_real`. `dataset`: a `PortraitDataset`; raises
+    `UserError` when it was not made by `data synth` (a photo set has no renderer to ask)."""
+    config = SynthConfig.from_card(dataset.card, num=len(dataset))
+    worker = SynthWorker(config)  # pins torch to one thread; restored below
+    labels = dataset.labels
+    sums: dict[str, list[list[torch.Tensor]]] = {}
+    try:
+        for pos in tqdm(range(min(int(num), len(dataset))), desc="response of the data", unit="sample",
+                        disable=not progress, leave=False):
+            k = int(dataset.index[pos])  # the sample's own number: its look is drawn from it
+            row = {key: torch.as_tensor(np.asarray(labels[key][pos:pos + 1])) for key in ("z_id", "z_exp", "z_pose", "c2w", "cam_fov")}
+            z_id, z_exp, z_pose = (row[key].float() for key in ("z_id", "z_exp", "z_pose"))
+            cams = Cameras(row["c2w"].float(), row["cam_fov"].float())
+
+            def render(exp, pose, face_cams=None, k=k, z_id=z_id):
+                size = face_resolution if face_cams is not None else portrait_resolution
+                img = worker.render_posed(k, worker.body(z_id, exp, pose), face_cams or cams, size)
+                return torch.from_numpy(img).permute(0, 3, 1, 2).float() / LEVELS - 1.0
+
+            _accumulate(sums, _probe_changes(render, worker.body, cams, z_id, z_exp, z_pose,
+                                             portrait_resolution, face_resolution, regions))
+    finally:
+        worker.close()
+    return {f"{key}_real": v for key, v in _reduce(sums).items()}
