@@ -209,6 +209,7 @@ def data_response_metrics(dataset, num: int, portrait_resolution: int, face_reso
     `response_metrics`: keys with the suffix `_real`. `dataset`: a `PortraitDataset`; raises
     `UserError` when it was not made by `data synth` (a photo set has no renderer to ask)."""
     config = SynthConfig.from_card(dataset.card, num=len(dataset))
+    threads = torch.get_num_threads()
     worker = SynthWorker(config)  # pins torch to one thread; restored below
     labels = dataset.labels
     sums: dict[str, list[list[torch.Tensor]]] = {}
@@ -222,11 +223,13 @@ def data_response_metrics(dataset, num: int, portrait_resolution: int, face_reso
 
             def render(exp, pose, face_cams=None, k=k, z_id=z_id):
                 size = face_resolution if face_cams is not None else portrait_resolution
-                img = worker.render_posed(k, worker.body(z_id, exp, pose), face_cams or cams, size)
+                img = worker.render_posed(k, worker.body(z_id, exp, pose),
+                                         face_cams if face_cams is not None else cams, size)
                 return torch.from_numpy(img).permute(0, 3, 1, 2).float() / LEVELS - 1.0
 
             _accumulate(sums, _probe_changes(render, worker.body, cams, z_id, z_exp, z_pose,
                                              portrait_resolution, face_resolution, regions))
     finally:
         worker.close()
+        torch.set_num_threads(threads)
     return {f"{key}_real": v for key, v in _reduce(sums).items()}
