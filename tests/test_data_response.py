@@ -73,3 +73,25 @@ def test_the_data_moves_what_each_probe_names(data):
         assert m[f"response_{p}_real"] > 3.0, (p, m)  # ... there, more than elsewhere
     # Deterministic: the same samples give the same numbers.
     assert data_response_metrics(ds, 4, 64, 64, progress=False) == m
+
+
+def test_evaluate_skips_the_ceiling_where_there_is_no_renderer(data, tmp_path, monkeypatch):
+    import shutil
+
+    from aniportraitgan.metrics import evaluate as evaluate_module
+    from aniportraitgan.render import RenderBackendError
+
+    photos = tmp_path / "photos"
+    shutil.copytree(data, photos)
+    card = json.loads((photos / "dataset.json").read_text())
+    del card["synth_settings"]  # as a photo dataset's card: nothing to draw again
+    (photos / "dataset.json").write_text(json.dumps(card))
+    values, note = evaluate_module._data_response(PortraitDataset(photos), 4, 64, 64, False)
+    assert values == {} and note.startswith("not measured") and "data synth" in note
+
+    def no_gl(*args, **kwargs):
+        raise RenderBackendError("cannot create a headless EGL OpenGL context (test)")
+
+    monkeypatch.setattr(evaluate_module, "data_response_metrics", no_gl)
+    values, note = evaluate_module._data_response(PortraitDataset(data), 4, 64, 64, False)
+    assert values == {} and "EGL" in note
