@@ -43,7 +43,7 @@ class SynthWorker:
         self.topology = MeshTopology.build(self.all_faces, self.all_face_uvs, self.uvs)
         self.all_faces_t = torch.from_numpy(self.all_faces)
         self._shell_topology = None
-        self._looks: dict = {}  # render_posed: the look of the last sample it drew
+        self._last_look: tuple[int, _Look] | None = None  # render_posed: (sample, look) it drew last
         w = self.body.skinning_weights.numpy()
         names = self.body.bone_names
         self.head_index = names.index("head")
@@ -174,19 +174,19 @@ class SynthWorker:
         in each of the B body-model outputs `out` (e.g. sample k's codes with one control
         changed), seen by `cams` [B] at `resolution`. What the dataset would have shown for
         those labels: the control-response metric's ceiling (`metrics.response`)."""
-        if self._looks.get("k") != k:
+        if self._last_look is None or self._last_look[0] != k:
             d = draw_sample(self.config.seed, k, self.body.id_dim, self.body.expression_names, self.config.priors)
             rng = np.random.default_rng(d.appearance_seed)
             p = sample_appearance(rng, self.appearance)
-            self._looks = {"k": k, "look": self._look(d, p, rng, out[0:1])}
-        look = self._looks["look"]
+            self._last_look = (k, self._look(d, p, rng, out[0:1]))
+        look = self._last_look[1]
         verts_t = torch.cat([out.vertices, self.skirt.extend_batch(out.vertices)], 1)
         normals = batch_vertex_normals(verts_t, self.all_faces_t).numpy()
         verts = verts_t.numpy()
         images = []
         for b in range(len(verts)):
             self.renderer.set_meshes(self._meshes(verts[b], normals[b], out.bone_transforms[b, self.head_index].numpy(), look))
-            img = self.renderer.draw(cams.c2w[b].double().numpy(), float(cams.fov_deg[b]), resolution, resolution, look.light, with_depth=False)
+            img = self.renderer.draw(cams.c2w[b].detach().cpu().numpy(), float(cams.fov_deg[b]), resolution, resolution, look.light, with_depth=False)
             images.append(img.rgb)
         return np.stack(images)
 
