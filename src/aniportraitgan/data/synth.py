@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from aniportraitgan import __version__
@@ -46,6 +45,10 @@ from aniportraitgan.errors import UserError
 # Re-exported: the public names of SynthPortraits live here.
 __all__ = ["CHUNK", "GENERATOR", "GENERATOR_VERSION", "LabelPriors", "SynthConfig", "SynthReport", "SynthWorker",
            "draw_sample", "make_tiny_dataset", "synthesize"]
+
+# Multiprocessing plumbing: one worker (and one GL context) per process.
+_WORKER: SynthWorker | None = None
+
 
 def _init_worker(config: SynthConfig) -> None:
     global _WORKER
@@ -129,8 +132,7 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
     bar = tqdm(total=config.num, unit="sample", desc="synth", disable=not config.progress, initial=config.num - len(missing))
     workers = min(config.workers, max(1, len(missing) // CHUNK + 1))
     if workers <= 1:
-        threads = torch.get_num_threads()  # the worker pins torch to one thread; restore it after
-        worker = SynthWorker(config)
+        worker = SynthWorker(config)  # one torch thread until close()
         try:
             for t in tasks:
                 parts.append(worker.run_chunk(*t))
@@ -138,7 +140,6 @@ def synthesize(out: str | os.PathLike, config: SynthConfig) -> SynthReport:
                 bar.update(len(t[2]))
         finally:
             worker.close()
-            torch.set_num_threads(threads)
     else:
         ctx = mp.get_context("spawn")  # a fresh process per GL context (no forked GL/driver state)
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:

@@ -24,10 +24,14 @@ from aniportraitgan.render.appearance import AppearanceConfig, paint_texture, sa
 from aniportraitgan.render.extra_meshes import build_hair_shell, build_skirt
 from aniportraitgan.render.texels import portrait_uv_layout, texel_geometry
 
+
 class SynthWorker:
-    """Per-process state: body model, GL renderer, UV geometry. Renders chunks of samples."""
+    """Per-process state: body model, GL renderer, UV geometry. Renders chunks of samples.
+    Runs torch on one thread (a sample's bits then do not depend on the caller's threads);
+    `close` gives the caller its thread count back."""
 
     def __init__(self, config: SynthConfig) -> None:
+        self._caller_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         self.config = config
         self.body = PortraitBodyModel.load()
@@ -109,8 +113,7 @@ class SynthWorker:
         verts = verts_t.numpy()
         for b, d in enumerate(draws):
             k = start + b
-            rng = np.random.default_rng(d.appearance_seed)
-            p = sample_appearance(rng, self.appearance)
+            p, rng = self._appearance(d)
             long_hair[b] = p.long_hair
             if k not in render:
                 continue
@@ -146,6 +149,11 @@ class SynthWorker:
             "light_dir": np.stack([d.light_dir for d in draws]).astype(np.float32),
         }
 
+    def _appearance(self, d):
+        """Sample d's appearance parameters and the generator its texture and hair draw from next."""
+        rng = np.random.default_rng(d.appearance_seed)
+        return sample_appearance(rng, self.appearance), rng
+
     def _look(self, d, p, rng: np.random.Generator, out_b) -> "_Look":
         """Sample d's texture, light and (long hair) hair shell, built around its zero-pose head;
         `rng` continues where `sample_appearance` left it, so the draws match the dataset's."""
@@ -176,8 +184,7 @@ class SynthWorker:
         those labels: the control-response metric's ceiling (`metrics.response`)."""
         if self._last_look is None or self._last_look[0] != k:
             d = draw_sample(self.config.seed, k, self.body.id_dim, self.body.expression_names, self.config.priors)
-            rng = np.random.default_rng(d.appearance_seed)
-            p = sample_appearance(rng, self.appearance)
+            p, rng = self._appearance(d)
             self._last_look = (k, self._look(d, p, rng, out[0:1]))
         look = self._last_look[1]
         verts_t = torch.cat([out.vertices, self.skirt.extend_batch(out.vertices)], 1)
@@ -194,6 +201,7 @@ class SynthWorker:
         if self._renderer is not None:
             self._renderer.release()
             self._renderer = None
+        torch.set_num_threads(self._caller_threads)
 
 
 @dataclass
@@ -214,6 +222,3 @@ def _write_png(path: Path, rgb: np.ndarray, level: int) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
 
-
-# Multiprocessing plumbing: one worker (and one GL context) per process.
-_WORKER: SynthWorker | None = None

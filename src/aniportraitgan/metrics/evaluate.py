@@ -294,9 +294,8 @@ def _data_response(dataset, num: int, res: int, face_res: int, progress: bool) -
     try:
         return data_response_metrics(dataset, num, res, face_res, progress=progress), (
             f"the SynthPortraits renderer on the dataset's first {min(num, len(dataset))} samples")
-    except UserError as exc:  # photos: there is no renderer to apply the probes to
-        return {}, f"not measured: {exc}"
-    except RenderBackendError as exc:  # no OpenGL here (e.g. a bare GPU machine): skip, say so
+    # UserError: photos, no renderer to apply the probes to; RenderBackendError: no OpenGL here.
+    except (UserError, RenderBackendError) as exc:
         return {}, f"not measured: {exc}"
 
 

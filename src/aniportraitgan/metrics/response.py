@@ -209,8 +209,7 @@ def data_response_metrics(dataset, num: int, portrait_resolution: int, face_reso
     `response_metrics`: keys with the suffix `_real`. `dataset`: a `PortraitDataset`; raises
     `UserError` when it was not made by `data synth` (a photo set has no renderer to ask)."""
     config = SynthConfig.from_card(dataset.card, num=len(dataset))
-    threads = torch.get_num_threads()
-    worker = SynthWorker(config)  # pins torch to one thread; restored below
+    worker = SynthWorker(config)  # one torch thread until close()
     labels = dataset.labels
     sums: dict[str, list[list[torch.Tensor]]] = {}
     try:
@@ -231,5 +230,4 @@ def data_response_metrics(dataset, num: int, portrait_resolution: int, face_reso
                                              portrait_resolution, face_resolution, regions))
     finally:
         worker.close()
-        torch.set_num_threads(threads)
     return {f"{key}_real": v for key, v in _reduce(sums).items()}
