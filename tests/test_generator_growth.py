@@ -1,16 +1,19 @@
 """Growing phi (generator.growth): the grown generator draws the same images, its new units
-learn, and phi cannot shrink."""
+learn, and phi cannot shrink; phi's template starts as no change, is read around each
+person's head, and only inside its cube."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from aniportraitgan.artefacts import load_generator, save_generator
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
-from aniportraitgan.generator.growth import grow_phi
+from aniportraitgan.frames import SCENE_SCALE
+from aniportraitgan.generator.growth import add_template, grow_phi
 from aniportraitgan.latents import LatentSample
 
 
@@ -58,3 +61,77 @@ def test_phi_only_grows(G):
         grow_phi(G, hidden=16, layers=2)
     with pytest.raises(InputError, match="phi can only grow"):
         grow_phi(G, hidden=32, layers=1)
+
+
+# ---------------------------------------------------------------- phi's template
+def test_a_zero_template_draws_the_same_images_in_both_stages(G):
+    t = add_template(G, 8).eval()
+    assert t.config.radiance_template == 8 and t.radiance.template.shape == (1, 4, 8, 8, 8)
+    with torch.no_grad():
+        a, b = _render(G), _render(t)
+        for name in ("portrait", "face"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        z_id, eps = torch.randn(2, 40), torch.randn(2, 16)
+        w_rad, w_sr = G.map_identity(z_id, eps, stage=2)
+        assert torch.equal(G.radiance_maps(w_rad, w_sr), t.radiance_maps(w_rad, w_sr, z_id))
+    with pytest.raises(InputError, match="already has a template"):
+        add_template(t, 8)
+
+
+def test_the_template_is_read_through_each_persons_frame_and_only_inside_its_cube(G):
+    phi = add_template(G, 4).radiance
+    with torch.no_grad():
+        phi.template.fill_(2.0)  # every colour and opacity logit +2 inside the cube
+    w = phi.map(torch.randn(2, 40), torch.randn(2, 16))
+    origin = torch.tensor([[0.0, 0.36, 0.30], [0.05, 0.10, 0.25]])
+    frame = torch.cat([torch.eye(3).expand(2, 3, 3), -origin[:, None]], 1)  # u = x - origin
+    e = phi.template_extent
+    # at each head centre, at a point inside the cube, and one outside it (by the same offsets)
+    offsets = torch.tensor([[0.0, 0.0, 0.0], [0.3 * e, -0.2 * e, 0.1 * e], [1.5 * e, 0.0, 0.0]])
+    x = origin[:, None] + offsets[None]
+    with torch.no_grad():
+        with_t = phi(x, w, frame)
+        phi.template.zero_()
+        without = phi(x, w, frame)
+    logit = lambda c: torch.logit(c.double(), eps=1e-12)  # noqa: E731
+    shift = torch.cat([logit(with_t.color) - logit(without.color),
+                       (logit(with_t.alpha) - logit(without.alpha))[..., None]], -1)
+    inside = shift[:, :2][(without.alpha[:, :2] > 1e-6) & (without.alpha[:, :2] < 1 - 1e-6)]  # unsaturated
+    assert torch.allclose(shift[:, :2, :3], torch.full_like(shift[:, :2, :3], 2.0), atol=1e-4)  # both people alike
+    assert torch.allclose(inside, torch.full_like(inside, 2.0), atol=1e-3)
+    assert shift[:, 2].abs().max() < 1e-6  # outside the cube: phi alone
+    assert torch.equal(with_t.features, without.features)  # U's features are phi's alone
+    with pytest.raises(InputError, match="template frames"):
+        phi(x, w)
+
+
+def test_the_template_frame_maps_each_face_onto_the_mean_face(G):
+    t = add_template(G, 4)
+    z_id = torch.cat([torch.zeros(1, 40), torch.randn(4, 40)])
+    frame = t.template_frame(z_id)
+    neutral = G.body(z_id, torch.zeros(5, 52), torch.zeros(5, 6, 3))
+    lm, head = neutral.landmarks / SCENE_SCALE, neutral.head_center / SCENE_SCALE
+    mapped = torch.baddbmm(frame[:, 3:4], lm, frame[:, :3])
+    mean = lm[0] - head[0]
+    # the mean person's frame is the shift of its head centre to 0 ...
+    assert torch.allclose(frame[0, :3], torch.eye(3), atol=1e-4) and torch.allclose(frame[0, 3], -head[0], atol=1e-4)
+    # ... and every face lands on the mean face much closer than by its head centre alone
+    err_frame = (mapped[1:] - mean).norm(dim=-1).mean() * SCENE_SCALE
+    err_centre = (lm[1:] - head[1:, None] - mean).norm(dim=-1).mean() * SCENE_SCALE
+    assert err_frame < 0.5 * err_centre, (float(err_frame), float(err_centre))
+    assert G.template_frame(z_id) is None
+    with pytest.raises(InputError, match="z_id are needed"):
+        t.template_frame(None)
+    with pytest.raises(InputError, match="radiance_template must be >= 0"):
+        GeneratorConfig.tiny(radiance_template=-1)
+
+
+def test_a_template_survives_export_and_loading(G, tmp_path):
+    t = add_template(G, 4).eval()
+    with torch.no_grad():
+        t.radiance.template.normal_()
+    save_generator(tmp_path / "t.safetensors", t, stage=1, step=7)
+    back = load_generator(tmp_path / "t.safetensors", body_model=G.body)
+    assert back.config.radiance_template == 4 and torch.equal(back.radiance.template, t.radiance.template)
+    with torch.no_grad():
+        assert torch.equal(_render(back).face, _render(t).face)

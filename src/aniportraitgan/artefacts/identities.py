@@ -97,7 +97,7 @@ class StoredIdentity:
             if self.w_superres is None:
                 raise AssetError(f"identity {self.name} was made for a stage-1 generator (no w_superres)")
             w_sr = self.w_superres.to(dev)
-            maps = generator.radiance_maps(w_rad, w_sr)
+            maps = generator.radiance_maps(w_rad, w_sr, z_id)
         return IdentityCache(z_id, eps, float(psi), stage, w_rad, w_sr, maps)
 
 

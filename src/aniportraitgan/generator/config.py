@@ -70,6 +70,14 @@ class GeneratorConfig(Config):
     radiance_input_scale: float = 1.0
     """Scale of phi's input coordinates: the spatial frequencies it starts with (pi-GAN's, for a
     box the face fills; here the face is about a fifth of the canonical box's width)."""
+    radiance_template: int = 0
+    """Side (voxels) of phi's template, 0 for none (the paper's phi). The template is a learned
+    grid of colour and opacity logits shared by every identity, around the head of the mean
+    person, which each person reads through an affine frame fitted to their face landmarks
+    (``Generator.template_frame``), added to phi's logits; it starts at zero (no change). A SIREN of the sizes a CPU can train draws no
+    eyes or mouth (docs/training.md); a grid holds them where the mesh puts them."""
+    radiance_template_extent: float = 0.45
+    """Half side of the template's cube, canonical units (0.45: 16 cm, chin to crown)."""
 
     # Expression deformation De: FiLM-SIREN conditioned on (z_id, z_exp).
     exp_hidden: int = 128
@@ -156,7 +164,9 @@ class GeneratorConfig(Config):
             raise InputError("GeneratorConfig needs at least 2 samples per ray")
         if self.sr_scale not in (1, 2, 4):
             raise InputError(f"GeneratorConfig.sr_scale must be 1, 2 or 4, got {self.sr_scale}")
-        for name in ("exp_input_scale", "radiance_input_scale"):
+        if int(self.radiance_template) < 0:
+            raise InputError(f"GeneratorConfig.radiance_template must be >= 0 (0: none), got {self.radiance_template}")
+        for name in ("exp_input_scale", "radiance_input_scale", "radiance_template_extent"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"GeneratorConfig.{name} must be > 0, got {value}")
@@ -200,7 +210,8 @@ class GeneratorConfig(Config):
 # (train --init-fresh) may differ from --init in them.
 SUBNETWORK_FIELDS: dict[str, tuple[str, ...]] = {
     "M": ("manifold_hidden", "manifold_layers"),
-    "phi": ("radiance_hidden", "radiance_layers", "mapping_hidden", "mapping_layers", "radiance_input_scale"),
+    "phi": ("radiance_hidden", "radiance_layers", "mapping_hidden", "mapping_layers", "radiance_input_scale",
+            "radiance_template", "radiance_template_extent"),
     "U": ("sr_channels", "sr_growth", "sr_blocks", "sr_style_dim"),
     "Dp": ("dp_kernel",),
     "De": ("exp_hidden", "exp_layers", "exp_mapping_hidden", "exp_mapping_layers", "exp_input_scale"),

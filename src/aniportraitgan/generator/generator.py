@@ -97,7 +97,7 @@ class Generator(nn.Module):
                                           (c.level_min, c.level_max, c.num_levels))
         self.radiance = RadianceGenerator(c.id_dim, c.noise_dim, c.radiance_hidden, c.radiance_layers,
                                           c.radiance_features, c.mapping_hidden, c.mapping_layers,
-                                          c.radiance_input_scale)
+                                          c.radiance_input_scale, c.radiance_template, c.radiance_template_extent)
         self.superres = ManifoldSuperResolution(
             4 + c.radiance_features, c.sr_channels, c.sr_growth, c.sr_blocks, c.sr_scale,
             c.id_dim, c.noise_dim, c.sr_style_dim, c.mapping_hidden, c.mapping_layers)
@@ -212,12 +212,34 @@ class Generator(nn.Module):
             w_sr = self.w_avg_superres.truncate(w_sr, psi)
         return w_rad, w_sr
 
-    def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor) -> torch.Tensor:
-        """Super-resolved radiance maps [B, L, 4, R_hr, R_hr] (stage 2's per-identity work)."""
+    def template_frame(self, z_id: torch.Tensor | None) -> torch.Tensor | None:
+        """Each identity's frame of phi's template [B, 4, 3] (see ``radiance.py``): the affine
+        map, least squares over the 68 landmarks of the neutral zero-pose face, from this
+        person's canonical points to the mean person's (canonical units, relative to the mean
+        person's head centre). None for a generator without a template."""
+        if self.radiance.template is None:
+            return None
+        if z_id is None:
+            raise InputError("this generator's phi has a template: the identities' z_id are needed")
+        B = z_id.shape[0]
+        z = torch.cat([z_id.new_zeros(1, z_id.shape[1]), z_id])  # the mean person first
+        _, z_exp, z_pose = self.body.neutral_codes(B + 1, device=z_id.device)
+        with torch.no_grad():  # labels, not learned
+            out = self.body(z, z_exp.to(z.dtype), z_pose.to(z.dtype))
+        lm = out.landmarks / SCENE_SCALE
+        target = (lm[0] - out.head_center[0] / SCENE_SCALE).expand(B, -1, -1)
+        X = torch.cat([lm[1:], lm.new_ones(B, lm.shape[1], 1)], -1)  # [B, 68, 4]
+        return torch.linalg.lstsq(X.double(), target.double()).solution.to(z_id.dtype)
+
+    def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor,
+                      z_id: torch.Tensor | None = None) -> torch.Tensor:
+        """Super-resolved radiance maps [B, L, 4, R_hr, R_hr] (stage 2's per-identity work);
+        ``z_id`` places phi's template (needed only with one)."""
         c = self.config
         hits = map_intersections(self.manifold, c.sr_map_resolution, c.sr_map_depth_samples,
                                  z_front=c.bbox_max[2], z_back=c.bbox_min[2], chunk=c.ray_chunk)
-        low = lowres_maps(self.radiance, w_radiance, hits, c.sr_map_resolution, chunk=c.ray_chunk * 4)
+        low = lowres_maps(self.radiance, w_radiance, hits, c.sr_map_resolution, chunk=c.ray_chunk * 4,
+                          frame=self.template_frame(z_id))
         return self.superres(low, w_superres)
 
     def build_cache(self, z_id: torch.Tensor, eps: torch.Tensor, psi: float = 1.0, stage: int = 2) -> IdentityCache:
@@ -226,7 +248,7 @@ class Generator(nn.Module):
         _check_codes("eps", eps, (self.config.noise_dim,), B)
         self._check_stage_psi(stage, psi)
         w_rad, w_sr = self.map_identity(z_id, eps, psi, stage)
-        maps = self.radiance_maps(w_rad, w_sr) if stage == 2 else None
+        maps = self.radiance_maps(w_rad, w_sr, z_id) if stage == 2 else None
         return IdentityCache(z_id.detach().clone(), eps.detach().clone(), float(psi), stage, w_rad, w_sr, maps)
 
     @staticmethod
@@ -275,20 +297,21 @@ class Generator(nn.Module):
             w_rad, maps = cache.w_radiance, cache.maps
         else:
             w_rad, w_sr = self.map_identity(z_id, eps, o.psi, o.stage)
-            maps = self.radiance_maps(w_rad, w_sr) if o.stage == 2 else None
+            maps = self.radiance_maps(w_rad, w_sr, z_id) if o.stage == 2 else None
         w_exp = self.expression.map(z_id, z_exp)
 
         # Loss accumulators the views add to (empty: not asked).
         acc: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
                      "exp_smooth": z_id.new_zeros(())} if o.return_aux else {}
         gmax = c.geometry_max_resolution if o.geometry_max_resolution is None else o.geometry_max_resolution
-        portrait = render_view(self, cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax)
+        frame = self.template_frame(z_id) if maps is None else None
+        portrait = render_view(self, cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax, frame=frame)
         out = Rendered(portrait.image, portrait.depth, portrait.alpha)
         if Hf:
             if face_cameras is None:
                 face_cameras = matching_face_cameras(cameras, body_out.head_center, body_out.head_rotation)
             face = render_view(self, face_cameras, Hf, Hf, body_out, w_rad, w_exp, maps, acc,
-                               bound=(body_out.head_center, c.face_bound_radius), gmax=gmax)
+                               bound=(body_out.head_center, c.face_bound_radius), gmax=gmax, frame=frame)
             out.face, out.face_depth, out.face_alpha, out.face_cameras = face.image, face.depth, face.alpha, face_cameras
         if o.return_aux:
             out.aux = self._aux(body_out, acc, 2 if Hf else 1, w_rad, w_exp)

@@ -11,6 +11,9 @@ function instead, so fine-tuning starts from the trained images with more capaci
 - deeper: each added sine layer is ``sin(1 * (a I h + 0) + 0)`` with ``a`` small (frequency 1
   and phase 0 from the mapping network's bias, its weights zero), i.e. ``a h`` to within
   ``a^2 / 6`` relative, and the head reads it with weights divided by ``a``.
+
+A template (``add_template``) is added the same way: it starts at zero, so the generator
+draws what it drew until the template is fitted (``scripts/fit_template.py``) or trained.
 """
 
 from __future__ import annotations
@@ -76,3 +79,15 @@ def grow_phi(generator: Generator, hidden: int, layers: int, gain: float = DEFAU
     grown.load_state_dict({k: v for k, v in generator.state_dict().items() if not k.startswith(phi)}, strict=False)
     grow_radiance(generator.radiance, grown.radiance, gain)
     return grown.train(generator.training)
+
+
+def add_template(generator: Generator, voxels: int) -> Generator:
+    """A copy of ``generator`` whose phi has a zero template of ``voxels`` per side
+    (``GeneratorConfig.radiance_template``): the same images, a template to fit or train."""
+    if generator.radiance.template is not None:
+        raise InputError(f"phi already has a template ({generator.config.radiance_template} voxels)")
+    cfg = GeneratorConfig.from_dict({**generator.config.to_dict(), "radiance_template": voxels})
+    out = Generator(cfg, generator.body).to(generator.nn_weights.device)
+    missing, unexpected = out.load_state_dict(generator.state_dict(), strict=False)
+    assert not unexpected and missing == ["radiance.template"], (missing, unexpected)
+    return out.train(generator.training)

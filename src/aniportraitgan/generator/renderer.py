@@ -207,12 +207,14 @@ def _coarse_geometry(G: nn.Module, cams: Cameras, H: int, W: int, gmax: int, dep
 # ----------------------------------------------------------------------- one view
 def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
                 w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
-                bound: tuple[torch.Tensor, float] | None = None, gmax: int = 0) -> View:
+                bound: tuple[torch.Tensor, float] | None = None, gmax: int = 0,
+                frame: torch.Tensor | None = None) -> View:
     """Render an H x W view of each batch item, in chunks of rays.
 
     ``maps`` (stage 2): U's radiance maps, read at the intersections instead of phi. ``bound``:
     the bounding sphere of the samples (face view). ``gmax``: evaluate the deformation chain
     and M on a ray grid of at most this side and interpolate per pixel (0: full resolution).
+    ``frame``: the template frames phi's template is read through (``Generator.template_frame``).
     """
     c = G.config
     B = w_rad.shape[0]
@@ -242,7 +244,7 @@ def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: to
             x_can, s = g[..., :3], g[..., 3]
         hits = intersect_levels(s, levels, depths[:, None, :], x_can)
         if maps is None:
-            rad = G.radiance(hits.points.reshape(B, n * L, 3), w_rad)
+            rad = G.radiance(hits.points.reshape(B, n * L, 3), w_rad, frame)
             color = rad.color.reshape(B, n, L, 3)
             alpha = rad.alpha.reshape(B, n, L)
         else:

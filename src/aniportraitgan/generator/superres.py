@@ -58,8 +58,9 @@ def map_intersections(manifold: nn.Module, resolution: int, depth_samples: int,
 
 
 def lowres_maps(radiance: nn.Module, w: torch.Tensor, hits: Intersections, resolution: int,
-                chunk: int = 65536) -> torch.Tensor:
-    """phi at the map surface points -> maps [B, L, 4 + F, R, R] (colour, alpha, features).
+                chunk: int = 65536, frame: torch.Tensor | None = None) -> torch.Tensor:
+    """phi at the map surface points -> maps [B, L, 4 + F, R, R] (colour, alpha, features);
+    ``frame`` [B, 4, 3]: the frames of phi's template (None without one).
 
     Texels whose level has no surface get zero opacity, colour and features.
     """
@@ -68,7 +69,7 @@ def lowres_maps(radiance: nn.Module, w: torch.Tensor, hits: Intersections, resol
     flat = hits.points.reshape(1, P * L, 3).expand(B, -1, -1)
     outs = []
     for start in range(0, P * L, chunk):
-        r = radiance(flat[:, start:start + chunk], w)
+        r = radiance(flat[:, start:start + chunk], w, frame)
         outs.append(torch.cat([r.color, r.alpha[..., None], r.features], -1))
     maps = torch.cat(outs, 1).reshape(B, P, L, -1)
     maps = maps * hits.valid.reshape(1, P, L, 1).to(maps.dtype)

@@ -154,7 +154,7 @@ class LatentCodes:
         if self.w_radiance is None and self.z_map is None:
             return None
         w_rad, w_sr = self.mapped(generator, stage)
-        maps = generator.radiance_maps(w_rad, w_sr) if stage == 2 else None
+        maps = generator.radiance_maps(w_rad, w_sr, self.z_id) if stage == 2 else None
         return IdentityCache(self.z_id, self.eps, psi, stage, w_rad, w_sr, maps)
 
     def render(self, generator, stage: int, z_exp, z_pose, cameras, face_cameras, resolution: int,
