@@ -1,10 +1,10 @@
 """Give a trained generator a template (``GeneratorConfig.radiance_template``) and fit it.
 
-The template is a grid of colour and opacity logits around the head, shared by every identity and read
-relative to each person's neutral head centre (``generator/radiance.py``). It is fitted here by
-L2 between the generator's face renders and a dataset's real faces, with the real samples' exact
-labels (expression, pose, camera) and a fresh ``eps`` each step, everything else frozen. Over
-many people the fit converges to the mean colour residual at each canonical point: where the
+The template is a grid of colour and opacity logits around the head, shared by every identity and
+read through an affine frame fitted to each person's face landmarks (``generator/radiance.py``).
+It is fitted here by L2 between the generator's face renders and a dataset's real faces, with the
+real samples' exact labels (expression, pose, camera) and a fresh ``eps`` each step, everything
+else frozen. Over many people the fit converges to the mean residual at each canonical point: where the
 mesh puts lips, eyes, brows and the mouth's inside, the mean face has them, which is what the
 SIREN alone did not learn to draw (docs/training.md). The GAN then fine-tunes the result
 (``train --init OUT`` with ``radiance_template`` in the run's ``generator_overrides``).
@@ -29,23 +29,18 @@ from tqdm import tqdm
 
 from aniportraitgan.artefacts import open_generator, save_generator
 from aniportraitgan.body import PortraitBodyModel
-from aniportraitgan.cameras import matching_face_cameras
 from aniportraitgan.data.dataset import PortraitDataset
 from aniportraitgan.generator import RenderOptions
 from aniportraitgan.generator.growth import add_template
 from aniportraitgan.inversion.optimize import psnr
-from aniportraitgan.latents import COMPONENTS, LabelSampler, LatentSample
+from aniportraitgan.latents import LabelSampler
 
 
-def batch(data: PortraitDataset, sampler: LabelSampler, rows: np.ndarray, noise_dim: int, body, gen):
-    """(latents, main cameras, face cameras, real faces) of the dataset rows."""
-    values = {n: sampler.tables[n][rows] for names in COMPONENTS.values() for n in names}
-    lat = LatentSample(**values, eps=torch.randn(len(rows), noise_dim, generator=gen))
-    cams = lat.cameras()
-    with torch.no_grad():
-        posed = body(lat.z_id, lat.z_exp, lat.z_pose)
-    faces = torch.stack([data[int(r)]["face"] for r in rows])
-    return lat, cams, matching_face_cameras(cams, posed.head_center, posed.head_rotation), faces
+def batch(data: PortraitDataset, sampler: LabelSampler, rows: np.ndarray, noise_dim: int, gen):
+    """(latents, main cameras, real faces) of the dataset rows; the generator's own face cameras
+    around the posed heads are the ones the dataset's faces were rendered with."""
+    lat = sampler.rows(rows, torch.randn(len(rows), noise_dim, generator=gen))
+    return lat, lat.cameras(), torch.stack([data[int(r)]["face"] for r in rows])
 
 
 def main() -> None:
@@ -65,8 +60,7 @@ def main() -> None:
         ap.error("--voxels, --steps and --batch must be >= 1")
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
-    body = PortraitBodyModel.load()
-    stored = open_generator(args.init, body_model=body)
+    stored = open_generator(args.init, body_model=PortraitBodyModel.load())
     G = add_template(stored.generator, args.voxels).eval()
     G.requires_grad_(False)
     G.radiance.template.requires_grad_(True)
@@ -77,9 +71,9 @@ def main() -> None:
     options = RenderOptions(8, args.resolution, 1, 1.0)  # the portrait at 8 px: only the face is fitted
 
     def held_out_psnr() -> float:
-        lat, cams, fcams, real = batch(data, sampler, held_out, G.config.noise_dim, body, torch.Generator().manual_seed(1))
+        lat, cams, real = batch(data, sampler, held_out, G.config.noise_dim, torch.Generator().manual_seed(1))
         with torch.no_grad():
-            return psnr(G(lat, cams, fcams, options=options).face, real)
+            return psnr(G(lat, cams, options=options).face, real)
 
     before = held_out_psnr()
     opt = torch.optim.Adam([G.radiance.template], lr=args.lr, betas=(0.9, 0.99))
@@ -87,8 +81,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     for _ in tqdm(range(args.steps), desc="template", unit="step"):
         rows = rng.choice(n - len(held_out), args.batch, replace=False)
-        lat, cams, fcams, real = batch(data, sampler, rows, G.config.noise_dim, body, gen)
-        loss = (G(lat, cams, fcams, options=options).face - real).square().mean()
+        lat, cams, real = batch(data, sampler, rows, G.config.noise_dim, gen)
+        loss = (G(lat, cams, options=options).face - real).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -27,7 +27,7 @@ from aniportraitgan.data.dataset import PortraitDataset
 from aniportraitgan.facerecon import FaceRecon
 from aniportraitgan.generator import RenderOptions
 from aniportraitgan.inference import load_inference_model
-from aniportraitgan.latents import COMPONENTS, LabelSampler, LatentSample
+from aniportraitgan.latents import LabelSampler
 from aniportraitgan.metrics.recon_errors import view_angle_error_deg
 
 
@@ -74,8 +74,7 @@ def main() -> None:
     with torch.no_grad():
         for s in range(0, n, 16):
             rows = list(range(s, min(n, s + 16)))
-            lat = LatentSample(**{k: sampler.tables[k][rows] for names in COMPONENTS.values() for k in names},
-                               eps=torch.randn(len(rows), G.config.noise_dim, generator=torch.Generator().manual_seed(s)))
+            lat = sampler.rows(rows, torch.randn(len(rows), G.config.noise_dim, generator=torch.Generator().manual_seed(s)))
             cams = lat.cameras()
             posed = body(lat.z_id, lat.z_exp, lat.z_pose)
             face_cams = matching_face_cameras(cams, posed.head_center, posed.head_rotation)

@@ -31,7 +31,7 @@ from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import matching_face_cameras
 from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
 from aniportraitgan.images import from_uint8
-from aniportraitgan.latents import COMPONENTS, LabelSampler, LatentSample
+from aniportraitgan.latents import LabelSampler
 
 
 def _faces(root: str, rows: list[int], size: int) -> torch.Tensor:
@@ -67,8 +67,7 @@ def main() -> None:
     G.train()
     sampler = LabelSampler.from_dataset(args.data)
     rows = list(range(args.faces))
-    values = {n: sampler.tables[n][rows] for names in COMPONENTS.values() for n in names}
-    lat = LatentSample(**values, eps=torch.randn(args.faces, G.config.noise_dim))
+    lat = sampler.rows(rows, torch.randn(args.faces, G.config.noise_dim))
     cams = lat.cameras()
     with torch.no_grad():
         posed = body(lat.z_id, lat.z_exp, lat.z_pose)

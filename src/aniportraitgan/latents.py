@@ -138,6 +138,10 @@ class LabelSampler:
     def id_dim(self) -> int:
         return int(self.tables["z_id"].shape[1])
 
+    def rows(self, rows, eps: torch.Tensor | None = None) -> LatentSample:
+        """The exact labels of the table rows ``rows`` (no jitter), with ``eps`` [len(rows), de]."""
+        return LatentSample(**{n: self.tables[n][rows] for names in COMPONENTS.values() for n in names}, eps=eps)
+
     def sample(
         self,
         batch: int,

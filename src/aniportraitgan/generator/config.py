@@ -74,8 +74,9 @@ class GeneratorConfig(Config):
     """Side (voxels) of phi's template, 0 for none (the paper's phi). The template is a learned
     grid of colour and opacity logits shared by every identity, around the head of the mean
     person, which each person reads through an affine frame fitted to their face landmarks
-    (``Generator.template_frame``), added to phi's logits; it starts at zero (no change). A SIREN of the sizes a CPU can train draws no
-    eyes or mouth (docs/training.md); a grid holds them where the mesh puts them."""
+    (``Generator.template_frame``), added to phi's logits; it starts at zero (no change). A
+    SIREN of the sizes a CPU can train draws no eyes or mouth (docs/training.md); a grid holds
+    them where the mesh puts them."""
     radiance_template_extent: float = 0.45
     """Half side of the template's cube, canonical units (0.45: 16 cm, chin to crown)."""
 

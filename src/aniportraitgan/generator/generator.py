@@ -118,6 +118,13 @@ class Generator(nn.Module):
         bmax = torch.tensor(c.bbox_max) * SCENE_SCALE
         corners = torch.stack(torch.meshgrid(*[torch.stack([a, b]) for a, b in zip(bmin, bmax)], indexing="ij"), -1)
         self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
+        if c.radiance_template:
+            # The mean person's neutral landmarks around its head centre: the target of every
+            # person's template frame (constant, so computed once).
+            with torch.no_grad():
+                mean = body_model(*body_model.neutral_codes(1))
+            self.register_buffer("template_mean_face", (mean.landmarks[0] - mean.head_center[0]) / SCENE_SCALE,
+                                 persistent=False)
 
     # The five sub-networks by their names in the paper.
     SUBNETWORK_NAMES = tuple(SUBNETWORK_FIELDS)  # ("M", "phi", "U", "Dp", "De")
@@ -222,13 +229,11 @@ class Generator(nn.Module):
         if z_id is None:
             raise InputError("this generator's phi has a template: the identities' z_id are needed")
         B = z_id.shape[0]
-        z = torch.cat([z_id.new_zeros(1, z_id.shape[1]), z_id])  # the mean person first
-        _, z_exp, z_pose = self.body.neutral_codes(B + 1, device=z_id.device)
+        _, z_exp, z_pose = self.body.neutral_codes(B, device=z_id.device)
         with torch.no_grad():  # labels, not learned
-            out = self.body(z, z_exp.to(z.dtype), z_pose.to(z.dtype))
-        lm = out.landmarks / SCENE_SCALE
-        target = (lm[0] - out.head_center[0] / SCENE_SCALE).expand(B, -1, -1)
-        X = torch.cat([lm[1:], lm.new_ones(B, lm.shape[1], 1)], -1)  # [B, 68, 4]
+            lm = self.body(z_id, z_exp.to(z_id.dtype), z_pose.to(z_id.dtype)).landmarks / SCENE_SCALE
+        target = self.template_mean_face.to(lm.dtype).expand(B, -1, -1)
+        X = torch.cat([lm, lm.new_ones(B, lm.shape[1], 1)], -1)  # [B, 68, 4]
         return torch.linalg.lstsq(X.double(), target.double()).solution.to(z_id.dtype)
 
     def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor,

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from aniportraitgan.errors import InputError
-
 from aniportraitgan.generator.layers import FiLMSiren, MappingNetwork, siren_hidden_init_
 
 
