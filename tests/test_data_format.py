@@ -177,6 +177,15 @@ def test_sampler_joint_rows_are_real_rows(tmp_path):
     assert cams.c2w.shape == (50, 4, 4)
 
 
+def test_sampler_rows_are_the_exact_labels_even_with_jitter(tmp_path):
+    labels = write_fake_dataset(tmp_path, n=6)
+    eps = torch.randn(3, 5)
+    out = LabelSampler.from_dataset(tmp_path, jitter=0.1).rows([4, 0, 4], eps)
+    for name in ("z_id", "z_exp", "z_pose", "cam_yaw", "cam_pitch", "cam_radius"):
+        np.testing.assert_array_equal(getattr(out, name).numpy(), labels[name][[4, 0, 4]].astype(np.float32))
+    assert out.eps is eps
+
+
 def test_sampler_independent_and_jitter(tmp_path):
     labels = write_fake_dataset(tmp_path, n=6)
     ds = PortraitDataset(tmp_path)
