@@ -259,6 +259,36 @@ def test_stage_one_fine_tunes_a_trained_generator(data_dir, tmp_path):
                if ".radiance." not in k and ".expression." not in k)
 
 
+def test_fine_tune_continues_the_discriminators_of_a_checkpoint(data_dir, tmp_path):
+    """--init-discriminators: D1 and its Adam moments continue from a stage-1 checkpoint even when
+    the generator changed shape (a wider phi); a stage-2 checkpoint and a missing --init are refused."""
+    cfg = test_config()
+    first = tmp_path / "first"
+    train(cfg, opts(data_dir, first, stage="both", steps=2))
+    ck1 = load_checkpoint(first / "checkpoints" / "s1-00000002")
+    wider = test_config()
+    wider.stage1.d_lr = 0.0  # D as loaded after one step, so it can be compared
+    wider.generator_overrides = dict(wider.generator_overrides, radiance_hidden=wider.generator_config().radiance_hidden * 2)
+    tuned = tmp_path / "tuned"
+    train(wider, opts(data_dir, tuned, steps=1, init=first, init_fresh=("phi",), init_discriminators=ck1.path))
+    after = load_checkpoint(tuned / "checkpoints" / "s1-00000001")
+    d1 = [k for k in ck1.weights if k.startswith("D1.")]
+    assert d1 and all(torch.equal(after.weights[k], ck1.weights[k]) for k in d1)
+    moments = ck1.state["opt_D"]["state"], after.state["opt_D"]["state"]
+    assert all(int(moments[1][i]["step"]) == int(moments[0][i]["step"]) + 1 for i in moments[0])
+    # Without the option the critics start fresh: the same run's D1 differs from the checkpoint's.
+    train(wider, opts(data_dir, tmp_path / "fresh", steps=1, init=first, init_fresh=("phi",)))
+    fresh = final_weights(tmp_path / "fresh")
+    assert not all(torch.equal(fresh[k], ck1.weights[k]) for k in d1)
+    stage2 = sorted((first / "checkpoints").glob("s2-*"))[-1]
+    with pytest.raises(AssetError, match="stage-2 checkpoint"):
+        train(wider, opts(data_dir, tmp_path / "bad", steps=1, init=first, init_fresh=("phi",), init_discriminators=stage2))
+    with pytest.raises(UserError, match="give --init too"):
+        opts(data_dir, tmp_path / "bad2", init_discriminators=ck1.path).validate()
+    with pytest.raises(UserError, match="use --stage 1"):
+        opts(data_dir, tmp_path / "bad3", stage="2", init=first, init_discriminators=ck1.path).validate()
+
+
 @pytest.mark.parametrize("ablation", ["no_face_disc", "face_from_crop", "no_dp"])
 def test_ablations_run(data_dir, tmp_path, ablation):
     run = tmp_path / ablation

@@ -16,7 +16,7 @@ from pathlib import Path
 from aniportraitgan.commands.config_args import add_field_options, apply_field_options, load_train_config
 from aniportraitgan.commands.progress import add_progress_option
 from aniportraitgan.commands.threads import add_threads_option
-from aniportraitgan.errors import InputError, UserError
+from aniportraitgan.errors import UserError
 from aniportraitgan.training import AblationConfig, RunOptions, TrainConfig, train
 
 # TrainConfig fields the command line may override (default: the config's value).
@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--init-fresh", default="", metavar="NAMES",
                    help="stage 1 with --init: comma-separated generator sub-networks (M, phi, Dp, De, U) that start "
                    "fresh instead of from --init (e.g. De of a generator trained without mesh guidance); their sizes may differ from --init's (a wider phi on a trained surface)")
+    p.add_argument("--init-discriminators", default=None, metavar="CHECKPOINT_DIR",
+                   help="stage 1 with --init: continue D_whole, D_face and D_torso (and their optimiser) from this "
+                   "stage-1 checkpoint instead of fresh ones (e.g. the checkpoint --init's generator was derived from)")
     p.add_argument("--facerecon", default=None, help="trained face reconstruction network R (from `aniportraitgan facerecon train`) for the landmark loss")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_threads_option(p)
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         data=Path(args.data), out=Path(args.out), stage=args.stage, steps=args.steps, stage2_steps=args.stage2_steps,
         resume=args.resume, device=args.device, facerecon=Path(args.facerecon) if args.facerecon else None,
         init=Path(args.init) if args.init else None,
+        init_discriminators=Path(args.init_discriminators) if args.init_discriminators else None,
         init_fresh=tuple(n.strip() for n in args.init_fresh.split(",") if n.strip()), progress=not args.no_progress, max_minutes=args.max_minutes,
     )
     opts.validate()  # before the config: a wrong option is the likelier mistake

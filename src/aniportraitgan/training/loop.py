@@ -26,9 +26,7 @@ from tqdm import tqdm
 from aniportraitgan.artefacts import (
     CheckpointManager,
     RunLock,
-    config_diff,
     load_checkpoint,
-    load_generator,
     load_module_state,
     subdict,
 )
@@ -38,7 +36,7 @@ from aniportraitgan.data import PortraitDataset
 from aniportraitgan.data.verify import verify_dataset
 from aniportraitgan.errors import AssetError, UserError
 from aniportraitgan.facerecon import FaceRecon
-from aniportraitgan.generator import SUBNETWORK_FIELDS, Generator
+from aniportraitgan.generator import Generator
 from aniportraitgan.latents import LabelSampler, LatentPrior
 from aniportraitgan.signals import ignore_stop_signals
 from aniportraitgan.training import distributed as dist_utils
@@ -54,7 +52,7 @@ from aniportraitgan.training.rng import (
     seed_everything,
     set_rng_state,
 )
-from aniportraitgan.training import saving
+from aniportraitgan.training import saving, warm_start
 from aniportraitgan.training.run_dir import LOG, RunLog, prepare_run_dir
 from aniportraitgan.training.stopping import StopCheck
 
@@ -334,7 +332,7 @@ class Trainer:
         ck_path = self.ckpt.latest() if opts.resume or stage == 2 else None
         if ck_path is None and opts.init is not None:
             if stage == 1:
-                self._init_generator(Path(opts.init))
+                self._warm_start(run)
                 return 0
             ck_path = Path(opts.init)
         if ck_path is None and opts.resume and stage == 1 and self.info.is_main:
@@ -380,28 +378,17 @@ class Trainer:
             LOG.info("resumed stage %d at step %d from %s", stage, ck.step, ck.path)
         return ck.step
 
-    def _init_generator(self, source: Path) -> None:
-        """Fine-tuning: start G and G_ema from a trained generator of the same configuration.
-
-        Mesh guidance and De's input scale may differ (neither has parameters): a generator
-        trained without guidance, or with the plain SIREN scale, can be fine-tuned with them (De's
-        residual then starts as a smoother field of the same weights). The sizes of sub-networks
-        that start afresh (``init_fresh``) may differ too: e.g. a wider phi on a trained surface."""
-        loaded = load_generator(str(source), self.device, body_model=self.body)  # the run's body model, not a second one
-        free = {"exp_mesh_guided", "exp_input_scale"}
-        free.update(f for name in self.opts.init_fresh for f in SUBNETWORK_FIELDS[name])
-        diff = config_diff(loaded.config.to_dict(), self.gen_cfg.to_dict(), ignore=free)
-        if diff:
-            raise AssetError(f"--init {source} was trained with another generator config: {diff}")
-        prefixes = self.G.subnetwork_prefixes(self.opts.init_fresh)  # names checked by RunOptions
-        state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(prefixes)}
-        for k, v in self.G.state_dict().items():  # the fresh sub-networks keep G's initialisation
-            state.setdefault(k, v)
-        self.G.load_state_dict(state)
-        self.G_ema.module.load_state_dict(state)
+    def _warm_start(self, run: StageRun) -> None:
+        """Stage 1 with --init: the generator (and with --init-discriminators, D1) from trained runs."""
+        opts = self.opts
+        warm_start.init_generator(self.G, self.G_ema.module, Path(opts.init), opts.init_fresh, self.device, self.body)
+        carried = "discriminators start fresh"
+        if opts.init_discriminators is not None:
+            step = warm_start.init_discriminators(run.Ds, run.opt_D, opts.init_discriminators)
+            carried = f"discriminators continue from {opts.init_discriminators} (step {step})"
         if self.info.is_main:
-            fresh = f"; fresh: {', '.join(self.opts.init_fresh)}" if self.opts.init_fresh else ""
-            LOG.info("stage 1 fine-tunes the generator of %s (discriminators start fresh%s)", source, fresh)
+            fresh = f"; fresh: {', '.join(opts.init_fresh)}" if opts.init_fresh else ""
+            LOG.info("stage 1 fine-tunes the generator of %s (%s%s)", opts.init, carried, fresh)
 
     def _log_images(self, run: StageRun, step: int) -> None:
         grid = sample_grid(self.G_ema.module, run.objective.sampler, self.cfg.seed, self.cfg.grid_size,

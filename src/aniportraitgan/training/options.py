@@ -29,6 +29,10 @@ class RunOptions:
     # initialisation instead of the loaded weights (a De trained without mesh guidance has
     # learned a displacement the guidance already applies).
     init_fresh: tuple[str, ...] = ()
+    # Stage 1 with `init`: a stage-1 checkpoint folder whose discriminators (and their Adam
+    # moments) continue instead of starting fresh, e.g. the one `init`'s generator was derived
+    # from. A critic that already knows real portraits keeps a reshaped generator from drifting.
+    init_discriminators: Path | None = None
     progress: bool = True
     # Wall-clock budget of this invocation in minutes (None: none). When it runs out the trainer
     # writes a checkpoint and stops; `--resume` continues (for job time limits and leased GPUs).
@@ -45,6 +49,10 @@ class RunOptions:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.init_fresh and self.init is None:
             raise UserError("--init-fresh names sub-networks of the --init generator: give --init too")
+        if self.init_discriminators is not None and self.init is None:
+            raise UserError("--init-discriminators continues the critics of a fine-tuned generator: give --init too")
+        if self.init_discriminators is not None and self.stage != "1":
+            raise UserError("--init-discriminators applies to stage 1 (stage 2 trains new high-resolution discriminators): use --stage 1")
         unknown = Generator.unknown_subnetworks(self.init_fresh)
         if unknown:
             raise UserError(f"--init-fresh names unknown generator sub-networks {unknown}; "
