@@ -357,14 +357,9 @@ class Trainer:
             return 0
         load_module_state(run.Ds, subdict(ck.weights, f"D{stage}"), f"the stage-{stage} discriminators", ck.path)
         # Learning rates come from the current config (a resumed run may change its schedule).
-        optimisers = (run.opt_G, run.opt_D)
-        lrs = [[g["lr"] for g in opt.param_groups] for opt in optimisers]
         try:
-            run.opt_G.load_state_dict(ck.state["opt_G"])
-            run.opt_D.load_state_dict(ck.state["opt_D"])
-            for opt, rates in zip(optimisers, lrs):
-                for group, lr in zip(opt.param_groups, rates):
-                    group["lr"] = lr
+            warm_start.load_keeping_rates(run.opt_G, ck.state["opt_G"])
+            warm_start.load_keeping_rates(run.opt_D, ck.state["opt_D"])
             if self.scaler is not None and "scaler" in ck.state:
                 self.scaler.load_state_dict(ck.state["scaler"])
             self.cur_nimg = int(ck.state["cur_nimg"])

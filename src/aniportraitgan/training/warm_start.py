@@ -50,11 +50,17 @@ def init_discriminators(Ds: torch.nn.Module, opt_D: torch.optim.Optimizer, sourc
         raise AssetError(f"--init-discriminators {ck.path} is a stage-{ck.stage} checkpoint: "
                          f"give a stage-1 one (its D_whole, D_face and D_torso are carried over)")
     load_module_state(Ds, subdict(ck.weights, "D1"), "the stage-1 discriminators", ck.path)
-    rates = [g["lr"] for g in opt_D.param_groups]
     try:
-        opt_D.load_state_dict(ck.state["opt_D"])
+        load_keeping_rates(opt_D, ck.state["opt_D"])
     except (KeyError, ValueError) as exc:
         raise AssetError(f"--init-discriminators {ck.path}: its discriminator optimiser does not fit this run ({exc})") from None
-    for group, lr in zip(opt_D.param_groups, rates):
-        group["lr"] = lr
     return ck.step
+
+
+def load_keeping_rates(opt: torch.optim.Optimizer, state: dict) -> None:
+    """Load an optimiser's saved state but keep its current learning rates (they come from this
+    run's config, which may change the schedule)."""
+    rates = [g["lr"] for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, lr in zip(opt.param_groups, rates):
+        group["lr"] = lr
