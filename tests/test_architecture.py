@@ -6,7 +6,6 @@ and the package's own imports at module top (so the dependency graph is what the
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import pytest

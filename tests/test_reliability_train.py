@@ -106,6 +106,28 @@ def test_resume_on_another_dataset_is_refused(data, tmp_path):
     train(small_config(), opts(moved, run, steps=3, resume=True))
 
 
+def test_resume_tolerates_float_rounding_but_not_one_changed_row(data, tmp_path):
+    """Another machine renders the same recipe with its float32 labels rounded differently: the
+    bytes of labels.npz differ, the arrays agree to ~1e-7, and exact resume goes on. One row
+    changed is another dataset."""
+    run = tmp_path / "run"
+    train(small_config(), opts(data, run, steps=2))
+    rounded = tmp_path / "rounded"
+    shutil.copytree(data, rounded)
+    labels = load_labels(rounded / "labels.npz")
+    labels["landmarks"] = (labels["landmarks"] * (1 + 3e-7)).astype(labels["landmarks"].dtype)
+    save_labels(rounded / "labels.npz", labels)
+    assert (rounded / "labels.npz").read_bytes() != (data / "labels.npz").read_bytes()
+    train(small_config(), opts(rounded, run, steps=3, resume=True))
+    assert _steps(run)[-1] == 3
+    one_row = tmp_path / "one_row"
+    shutil.copytree(rounded, one_row)
+    labels["cam_yaw"][1] += 0.05
+    save_labels(one_row / "labels.npz", labels)
+    with pytest.raises(AssetError, match="trained with --data"):
+        train(small_config(), opts(one_row, run, steps=4, resume=True))
+
+
 def test_resume_with_another_R_is_refused(data, tmp_path):
     run = tmp_path / "run"
     torch.manual_seed(0)

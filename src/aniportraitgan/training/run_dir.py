@@ -4,7 +4,10 @@ rank 0 writes them.
 
 Exact resume needs the same run: ``--resume`` on a folder with checkpoints refuses a config that
 differs in anything but ``RESUMABLE_CHANGES`` (which schedule logging and saving, not what is
-learned), another dataset (the SHA-256 of its labels.npz; the folder may move) or another R.
+learned), another dataset or another R. A dataset is the same when its labels.npz has the same SHA-256
+or, failing that, when its label arrays agree with the recorded fingerprint to float rounding:
+the same recipe rendered on another CPU (or GPU machine) rounds its float32 labels differently.
+The folder may move.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from aniportraitgan.artefacts import CheckpointManager, config_diff
 from aniportraitgan.atomic import atomic_write_bytes, is_disk_full
-from aniportraitgan.data.dataset import LABELS_FILE
+from aniportraitgan.data.dataset import LABELS_FILE, load_labels
 from aniportraitgan.errors import AssetError, InputError, UserError
 from aniportraitgan.training.config import TrainConfig
 from aniportraitgan.training.grids import save_grid
 
 LOG = logging.getLogger("aniportraitgan.train")
 INPUTS_FILE = "inputs.json"
+FINGERPRINT_PROJECTIONS = 4
+FINGERPRINT_TOLERANCE = 1e-5  # relative to an array's norm: float32 rounding is ~1e-7, one changed row of 5000 ~1e-2
 RESUMABLE_CHANGES = ("checkpoint_every", "keep_every", "log_every", "image_every", "num_workers", "grid_size",
                      "stage1.steps", "stage2.steps")
 
@@ -52,9 +58,38 @@ def _sha256(path: Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def labels_fingerprint(labels: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per label array, in float64: its L2 norm and its dot products with fixed random-sign
+    vectors. Unlike a SHA-256 it survives float rounding; unlike a norm alone it sees a change
+    in any row."""
+    out = {}
+    for name in sorted(labels):
+        a = np.asarray(labels[name])
+        if not np.issubdtype(a.dtype, np.number):
+            continue
+        x = a.astype(np.float64).ravel()
+        signs = np.random.default_rng(0).choice((-1.0, 1.0), size=(FINGERPRINT_PROJECTIONS, x.size))
+        out[name] = [float(np.linalg.norm(x)), *map(float, signs @ x)]
+    return out
+
+
+def fingerprints_agree(old: dict[str, list[float]], new: dict[str, list[float]]) -> bool:
+    """The same arrays to float rounding (`FINGERPRINT_TOLERANCE` of each array's norm)."""
+    if sorted(old) != sorted(new):
+        return False
+    for name, before in old.items():
+        after = new[name]
+        scale = max(abs(before[0]), 1e-12)
+        if len(before) != len(after) or max(abs(b - a) for b, a in zip(before, after)) > FINGERPRINT_TOLERANCE * scale:
+            return False
+    return True
+
+
 def run_inputs(data: Path, facerecon: Path | None) -> dict[str, Any]:
     """What a run trains on besides its config: the dataset and R, by content."""
-    return {"data": str(Path(data).resolve()), "labels_sha256": _sha256(Path(data) / LABELS_FILE),
+    labels = Path(data) / LABELS_FILE
+    return {"data": str(Path(data).resolve()), "labels_sha256": _sha256(labels),
+            "labels_fingerprint": labels_fingerprint(load_labels(labels)) if labels.is_file() else None,
             "facerecon": None if facerecon is None else str(Path(facerecon).resolve()),
             "facerecon_sha256": _sha256(facerecon)}
 
@@ -79,6 +114,13 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig, inputs: dict[str, Any]) -> 
     except (OSError, ValueError) as exc:
         raise AssetError(f"{inputs_path} is corrupted: {exc}") from None
     for what, option in (("labels_sha256", "--data"), ("facerecon_sha256", "--facerecon")):
+        if what == "labels_sha256" and before.get(what) != inputs[what] and before.get("labels_fingerprint") \
+                and inputs.get("labels_fingerprint") \
+                and fingerprints_agree(before["labels_fingerprint"], inputs["labels_fingerprint"]):
+            LOG.info("--data %s: labels.npz differs in its bytes from the one %s was trained on, but its label "
+                     "arrays agree to float rounding (%g of their norm): resuming", inputs["data"], run_dir,
+                     FINGERPRINT_TOLERANCE)
+            continue
         if before.get(what) != inputs[what]:
             key = what.replace("_sha256", "").replace("labels", "data")
             raise AssetError(
