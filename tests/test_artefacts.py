@@ -92,12 +92,15 @@ def test_save_generator_writes_the_prior_and_reads_back(tiny, tmp_path):
 
 def test_bundled_demo_generator_loads_unchanged():
     stored = open_generator("demo")
-    assert stored.source == artefacts.DEMO_CHECKPOINT and stored.stage == 1 and stored.step == 2039
-    cfg = stored.generator.config  # the `small` preset: the tiny generator with mesh guidance, at 64 px
+    assert stored.source == artefacts.DEMO_CHECKPOINT and stored.stage == 1 and stored.step == 3857
+    # the `small` preset (the tiny generator with mesh guidance, at 64 px) with phi grown to
+    # 128 x 3 and a 96^3 face template (template_run/)
+    cfg = stored.generator.config
     assert cfg.exp_mesh_guided and cfg.exp_input_scale == 0.25 and cfg.radiance_input_scale == 1.0
+    assert (cfg.radiance_hidden, cfg.radiance_layers, cfg.radiance_template) == (128, 3, 96)
     assert stored.train_config["name"] == "small" and stored.train_config["stage1"]["portrait_resolution"] == 64
-    # De's residual is zeroed in the shipped file: trained, it moved the whole face for any
-    # expression (docs/training.md)
+    # De's residual is zero in the shipped file (frozen at zero in training): trained, it moved
+    # the whole face for any expression (docs/training.md)
     assert not stored.generator.expression.out.weight.any() and not stored.generator.expression.out.bias.any()
     assert stored.prior.source == "training labels"
 

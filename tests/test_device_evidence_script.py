@@ -1,5 +1,6 @@
 """The prepared GPU evidence script runs end to end with toy sizes (DRY=1) on a CPU, from either
-start: a fresh `tiny` run, or the committed `grown_run/` continued by exact resume."""
+start: a fresh `tiny` run, or the committed `template_run/` (the bundled demo model's run state)
+continued by exact resume."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def _dry_run(tmp_path: Path, start: str) -> Path:
     out = tmp_path / "out"
     env = dict(os.environ, DRY="1", START=start, PY=sys.executable, OUT=str(out), WORK=str(tmp_path / "work"),
                OMP_NUM_THREADS="1")
+    env.pop("RUN_STATE", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -35,25 +37,34 @@ def test_device_evidence_script_dry_run_fresh(tmp_path):
     assert "exp_corr_real" in metrics and "head_pose_deg" in metrics
 
 
-@pytest.mark.slow  # the 5000 samples grown_run/ was trained on (its labels are checked): ~90 s on 2 cores
-def test_device_evidence_script_dry_run_grown(tmp_path):
-    """The committed run state resumes on a regenerated dataset (the same labels) and the new
-    run state comes back ready to replace grown_run/."""
-    out = _dry_run(tmp_path, "grown")
+@pytest.mark.slow  # the 5000 samples template_run/ was trained on (its labels are checked): ~2-4 min on 2 cores
+def test_device_evidence_script_dry_run_resume(tmp_path):
+    """The committed run state of the bundled model resumes on a regenerated dataset (the same
+    labels, to float rounding) and the new run state comes back ready to replace template_run/."""
+    out = _dry_run(tmp_path, "resume")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert {"fid_portrait", "head_pose_deg", "response_jawOpen"} <= set(metrics), sorted(metrics)
-    committed = sorted(p.name for p in (ROOT / "grown_run" / "checkpoints").iterdir())
+    committed = sorted(p.name for p in (ROOT / "template_run" / "checkpoints").iterdir())
     step = int(committed[-1].split("-")[1])
-    new = [p.name for p in (out / "grown_run" / "checkpoints").iterdir()]
+    new = [p.name for p in (out / "template_run" / "checkpoints").iterdir()]
     assert len(new) == 1 and step < int(new[0].split("-")[1]) <= step + 2, new  # DRY: 2 steps at most
     for name in ("config.json", "inputs.json", "train.log", "README.md"):
-        assert (out / "grown_run" / name).is_file(), name
-    assert json.loads((out / "grown_run" / "config.json").read_text()) == \
-        json.loads((ROOT / "grown_run" / "config.json").read_text())
+        assert (out / "template_run" / name).is_file(), name
+    assert json.loads((out / "template_run" / "config.json").read_text()) == \
+        json.loads((ROOT / "template_run" / "config.json").read_text())
 
 
 def test_device_evidence_script_refuses_an_unknown_start(tmp_path):
     env = dict(os.environ, START="sideways", PY=sys.executable, OUT=str(tmp_path / "o"), WORK=str(tmp_path / "w"))
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "START must be grown or fresh" in proc.stderr
+    assert proc.returncode == 2 and "START must be resume, grown or fresh" in proc.stderr
+
+
+@pytest.mark.parametrize("run_state", ["docs", "no/such/folder"])
+def test_device_evidence_script_refuses_a_run_state_without_checkpoints(tmp_path, run_state):
+    env = dict(os.environ, START="resume", RUN_STATE=run_state, PY=sys.executable, OUT=str(tmp_path / "o"),
+               WORK=str(tmp_path / "w"))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_evidence.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"RUN_STATE={run_state} is not a run state to resume" in proc.stderr

@@ -3,7 +3,8 @@
 The inversion gets the case's expression, pose and cameras (what the front end gives) and starts
 the body's z_id at the prior mean (what the landmark fit of a photo gives: it does not recover
 the identity coefficients) or at the truth (a perfect body fit). Bounds are the values measured
-on the bundled model at its 32 px (docs/inversion.md) less a margin.
+on the bundled model (since 2026-12-03: phi 128 x 3 with a face template, 64 px; docs/inversion.md)
+less a margin. Its faces carry more detail than the 32 px model's, so 60 steps reach less.
 """
 
 import pytest
@@ -39,22 +40,22 @@ def test_inverting_a_generator_image_reaches_30_db(model, searched):
     with torch.no_grad():
         out = render_target_view(res.codes, model, case.target)
         start = render_target_view(LatentCodes(case.target.z_id, torch.zeros(1, 16), 0.7), model, case.target)
-    # measured 33.0 dB (portrait) and 31.7 dB (face) after 60 steps (37.1 / 33.5 after 150); the
-    # start (body fit's z_id, eps 0, near the truncation average) 13.8 dB
-    assert psnr(out.portrait, case.target.portrait) >= 31.0
-    assert psnr(out.face, case.target.face) >= 29.0
+    # measured 26.1 dB (portrait) and 23.6 dB (face) after 60 steps (33.0 / 31.7 on the 32 px
+    # model); the start (body fit's z_id, eps 0, near the truncation average) 12.9 dB
+    assert psnr(out.portrait, case.target.portrait) >= 24.5
+    assert psnr(out.face, case.target.face) >= 22.0
     assert psnr(start.portrait, case.target.portrait) < 20.0
-    assert res.history[-1]["loss"] < res.history[0]["loss"] / 20  # measured / 84
+    assert res.history[-1]["loss"] < res.history[0]["loss"] / 12  # measured / 16.8
 
 
 def test_novel_views_match_the_generators_own(model, searched):
     case, _, res = searched
     start = LatentCodes(case.target.z_id, torch.zeros(1, 16), 0.7)
     found, before = novel_view_psnr(model, res.codes, case), novel_view_psnr(model, start, case)
-    # measured 27.2 and 29.1 dB at yaws -0.45 and 0.5 on the 64 px bundled model (30.1 and 30.3
-    # on the 32 px one before it; the body's z_id stays at the prior mean); the start 13.0-13.4 dB
-    assert min(found) >= 26.0
-    assert min(f - b for f, b in zip(found, before)) >= 10.0
+    # measured 21.8 and 24.2 dB at yaws -0.45 and 0.5 (27.2 / 29.1 on the 2039-step 64 px model,
+    # 30.1 / 30.3 on the 32 px one; the body's z_id stays at the prior mean); the start 12.7-12.8 dB
+    assert min(found) >= 20.5
+    assert min(f - b for f, b in zip(found, before)) >= 8.0
 
 
 def test_with_the_exact_body_identity_the_inversion_recovers_the_identity(model):
@@ -62,10 +63,10 @@ def test_with_the_exact_body_identity_the_inversion_recovers_the_identity(model)
     res = invert_latents(model, case.target, InversionConfig(steps=STEPS, perceptual="none"), None, progress=False)
     with torch.no_grad():
         out = render_target_view(res.codes, model, case.target)
-    # measured 41.1 dB in the target view and 38.4-40.8 dB in novel views after 60 steps (60 and
-    # 55 dB after 200); z_id moves 0.05 from the truth
-    assert psnr(out.portrait, case.target.portrait) >= 38.0
-    assert min(novel_view_psnr(model, res.codes, case)) >= 35.0
+    # measured 30.7 dB in the target view and 26.5-29.1 dB in novel views after 60 steps (41.1 and
+    # 38.4-40.8 on the 32 px model); z_id moves 0.23 from the truth
+    assert psnr(out.portrait, case.target.portrait) >= 29.0
+    assert min(novel_view_psnr(model, res.codes, case)) >= 25.0
     assert float((res.codes.z_id - case.latents.z_id).norm()) < 0.3
 
 
@@ -82,10 +83,11 @@ def test_pivotal_tuning_lowers_the_error_and_leaves_other_identities(model, sear
     with torch.no_grad():
         before = psnr(render_target_view(res.codes, model, case.target).portrait, case.target.portrait)
         after = psnr(render_target_view(res.codes, model, case.target, G).portrait, case.target.portrait)
-    # measured +1.9 dB after 30 steps at the default locality weight 10; other identities'
-    # portraits stay within 43.4 dB PSNR of the original generator's
-    assert after >= before + 1.0
-    assert locality_psnr(model, G, TuningConfig()) >= 38.0
+    # measured +2.6 dB after 30 steps at the defaults (lr 1e-4, locality weight 10); other
+    # identities' portraits stay within 35.3 dB PSNR of the original generator's (lr 3e-4:
+    # +2.2 dB and 28.4 dB, docs/inversion.md)
+    assert after >= before + 1.5
+    assert locality_psnr(model, G, TuningConfig()) >= 33.0
 
 
 def test_invert_target_reports_each_phase(model):
@@ -95,5 +97,5 @@ def test_invert_target_reports_each_phase(model):
     assert set(inv.metrics) == {"start", "latent_search", "pivotal_tuning", "final"}
     assert inv.metrics["final"] == {k: v for k, v in inv.metrics["pivotal_tuning"].items()
                                     if k in inv.metrics["final"]}
-    assert inv.metrics["pivotal_tuning"]["other_identity_psnr"] > 30
+    assert inv.metrics["pivotal_tuning"]["other_identity_psnr"] > 30  # measured 34.6
     assert inv.metrics["final"]["identity_cosine"] is None  # no R given

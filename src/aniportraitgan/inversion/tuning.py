@@ -43,7 +43,7 @@ class TuningConfig(Config):
 
     steps: int = 0
     """Fine-tuning steps (0: no pivotal tuning)."""
-    lr: float = 3e-4
+    lr: float = 1e-4
     """Adam learning rate of the tuned weights."""
     locality_weight: float = 10.0
     """Weight of the locality regulariser (other identities' change)."""
@@ -69,10 +69,11 @@ class TuningConfig(Config):
 
 def tunable_parameters(generator, stage: int) -> dict[str, torch.nn.Parameter]:
     """{name: parameter} that pivotal tuning changes: phi outside its mapping (and U outside its
-    mapping at stage 2)."""
+    mapping at stage 2), and not phi's face template: it is 3.5M numbers shared by every
+    identity, and tuning it with the rest gained nothing measurable (docs/inversion.md)."""
     prefixes = ("radiance.",) + (("superres.",) if stage == 2 else ())
-    return {n: p for n, p in generator.named_parameters()
-            if n.startswith(prefixes) and not n.startswith(("radiance.mapping.", "superres.mapping."))}
+    frozen = ("radiance.mapping.", "superres.mapping.", "radiance.template")
+    return {n: p for n, p in generator.named_parameters() if n.startswith(prefixes) and not n.startswith(frozen)}
 
 
 @dataclass
