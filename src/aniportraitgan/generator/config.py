@@ -143,6 +143,10 @@ class GeneratorConfig(Config):
     at most this size and interpolate them per pixel (0 = every pixel, the paper's way)."""
     face_bound_radius: float = 0.25
     """Metres around the posed head centre sampled by face views."""
+    envelope_distance: float = 0.0
+    """Metres: intersections farther than this from the posed mesh lose their opacity (fading
+    to zero over the next ENVELOPE_RAMP), which removes floaters the deformation maps onto
+    the head from far away (0 = off, the paper's way). Long hair lies within 12 cm."""
     ray_chunk: int = 16384
     """Rays per chunk for the per-sample networks (memory bound)."""
     aux_points: int = 4096
@@ -171,6 +175,8 @@ class GeneratorConfig(Config):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"GeneratorConfig.{name} must be > 0, got {value}")
+        if not (math.isfinite(self.envelope_distance) and self.envelope_distance >= 0):
+            raise InputError(f"GeneratorConfig.envelope_distance must be >= 0 metres (0: off), got {self.envelope_distance}")
         if not self.level_min < self.level_max:
             raise InputError("GeneratorConfig.level_min must be below level_max")
         if any(k % 2 == 0 for k in self.dp_kernel):

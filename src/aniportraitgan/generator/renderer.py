@@ -27,7 +27,7 @@ from aniportraitgan.cameras import Cameras
 from aniportraitgan.frames import SCENE_SCALE
 from aniportraitgan.generator.compositing import composite
 from aniportraitgan.generator.config import GeneratorConfig
-from aniportraitgan.generator.deformation import apply_transforms, upsample_volume, upsample_volume_at
+from aniportraitgan.generator.deformation import apply_transforms, nearest_vertex, upsample_volume, upsample_volume_at
 from aniportraitgan.generator.manifolds import intersect_levels, sort_by_depth
 from aniportraitgan.generator.superres import sample_maps
 
@@ -204,6 +204,33 @@ def _coarse_geometry(G: nn.Module, cams: Cameras, H: int, W: int, gmax: int, dep
     return grid, pixel_uv(cams, H, W, depths.dtype)
 
 
+# ----------------------------------------------------------------------- envelope
+ENVELOPE_RAMP = 0.02  # metres over which the envelope fades an intersection's opacity out
+ENVELOPE_MIN_ALPHA = 1e-3  # intersections more transparent than this are not looked up
+
+
+@torch.no_grad()
+def envelope_weight(G: nn.Module, rays, t: torch.Tensor, alpha: torch.Tensor, start: int, stop: int,
+                    body_out) -> torch.Tensor:
+    """[B, n, L] in [0, 1]: 1 within ``envelope_distance`` of the posed mesh, 0 beyond it plus
+    ENVELOPE_RAMP. ``t``, ``alpha`` [B, n, L]: the intersections' camera depths and opacities on
+    rays start:stop; only those with some opacity are looked up (the rest cannot show)."""
+    o, d = rays
+    B, n, L = t.shape
+    points = o[:, start:stop, None, :] + d[:, start:stop, None, :] * t[..., None]  # [B, n, L, 3]
+    verts = body_out.vertices[:, G.nn_index].to(points.dtype)
+    weight = torch.ones_like(t)
+    for b in range(B):
+        seen = alpha[b] > ENVELOPE_MIN_ALPHA
+        p = points[b][seen]
+        if p.shape[0] == 0:
+            continue
+        idx = nearest_vertex(p[None], verts[b:b + 1])[0].to(p.device)
+        dist = (p - verts[b, idx]).norm(dim=-1)
+        weight[b][seen] = ((G.config.envelope_distance + ENVELOPE_RAMP - dist) / ENVELOPE_RAMP).clamp(0.0, 1.0)
+    return weight
+
+
 # ----------------------------------------------------------------------- one view
 def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: torch.Tensor,
                 w_exp: torch.Tensor, maps: torch.Tensor | None, aux: dict,
@@ -250,6 +277,8 @@ def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: to
         else:
             color, alpha = sample_maps(maps, hits.points)
         alpha = alpha * hits.valid.to(alpha.dtype)
+        if c.envelope_distance > 0:
+            alpha = alpha * envelope_weight(G, rays, hits.t, alpha, start, stop, body_out).to(alpha.dtype)
         t, _, color, alpha = sort_by_depth(hits.t, hits.valid, color, alpha)
         comp = composite(color, alpha, t, background=1.0, far=depths[:, -1:])  # eq. 8
         colors.append(comp.color)
