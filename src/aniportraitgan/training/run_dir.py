@@ -94,6 +94,18 @@ def run_inputs(data: Path, facerecon: Path | None) -> dict[str, Any]:
             "facerecon_sha256": _sha256(facerecon)}
 
 
+def _same_labels(run_dir: Path, before: dict[str, Any], inputs: dict[str, Any]) -> bool:
+    """The recorded labels.npz by SHA-256 or, failing that, by fingerprint (float rounding)."""
+    if before.get("labels_sha256") == inputs["labels_sha256"]:
+        return True
+    old, new = before.get("labels_fingerprint"), inputs.get("labels_fingerprint")
+    if not (old and new and fingerprints_agree(old, new)):
+        return False
+    LOG.info("--data %s: labels.npz differs in its bytes from the one %s was trained on, but its label arrays "
+             "agree to float rounding (%g of their norm): resuming", inputs["data"], run_dir, FINGERPRINT_TOLERANCE)
+    return True
+
+
 def _check_same_run(run_dir: Path, cfg: TrainConfig, inputs: dict[str, Any]) -> None:
     cfg_path, inputs_path = run_dir / "config.json", run_dir / INPUTS_FILE
     if cfg_path.exists():
@@ -114,14 +126,8 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig, inputs: dict[str, Any]) -> 
     except (OSError, ValueError) as exc:
         raise AssetError(f"{inputs_path} is corrupted: {exc}") from None
     for what, option in (("labels_sha256", "--data"), ("facerecon_sha256", "--facerecon")):
-        if what == "labels_sha256" and before.get(what) != inputs[what] and before.get("labels_fingerprint") \
-                and inputs.get("labels_fingerprint") \
-                and fingerprints_agree(before["labels_fingerprint"], inputs["labels_fingerprint"]):
-            LOG.info("--data %s: labels.npz differs in its bytes from the one %s was trained on, but its label "
-                     "arrays agree to float rounding (%g of their norm): resuming", inputs["data"], run_dir,
-                     FINGERPRINT_TOLERANCE)
-            continue
-        if before.get(what) != inputs[what]:
+        same = _same_labels(run_dir, before, inputs) if what == "labels_sha256" else before.get(what) == inputs[what]
+        if not same:
             key = what.replace("_sha256", "").replace("labels", "data")
             raise AssetError(
                 f"--resume: {run_dir} was trained with {option} {before.get(key)} ({what} "
