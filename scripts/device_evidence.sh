@@ -8,7 +8,7 @@
 #     (SynthPortraits 5000 at 128 px, seed 0) and the committed R (demo_run/R64), then measure it
 #     with the demo model's protocol (docs/evaluation.md) and copy the new run state to
 #     $OUT/RUN_STATE, ready to replace that folder in the repository (START=grown is
-#     START=resume RUN_STATE=grown_run);
+#     START=resume RUN_STATE=grown_run); RESUME_STEPS (default 20000) is the step to stop at;
 #   START=fresh: SynthPortraits at 128 px, a new R at 64, the `tiny` generator trained from
 #     scratch at 64 px portrait / 64 px face (batch 32) for TRAIN_MIN minutes.
 #
@@ -89,7 +89,7 @@ if [ "$START" = resume ]; then
     if [ "${DRY:-0}" = 1 ]; then
         STEPS=$(( $(ls "$WORK/run/checkpoints" | sed 's/^s1-0*//' | sort -n | tail -n 1) + 2 ))
     else
-        STEPS=${GROWN_STEPS:-20000}
+        STEPS=${RESUME_STEPS:-${GROWN_STEPS:-20000}}  # GROWN_STEPS: its name before RUN_STATE existed
     fi
     stamp "train: continue $RUN_STATE/ to step $STEPS for $TRAIN_MIN min"
     ani train --config "$WORK/run/config.json" --data "$WORK/synth" --out "$WORK/run" --facerecon "$R" --resume \

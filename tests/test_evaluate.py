@@ -17,6 +17,8 @@ from aniportraitgan.metrics.evaluate import EvalConfig, evaluate, parse_metrics
 
 CONTROL_KEYS = {
     "exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg",
+    *(f"{k}_{axis}" for k in ("head_pose_gain", "camera_gain") for axis in ("yaw", "pitch")),
+    "view_bias_yaw_deg", "view_bias_pitch_deg",
     "head_geom_mm", "head_geom_mm_ref", "shoulder_geom_mm", "shoulder_geom_mm_ref",
     "multiview_mae", "multiview_visible", "identity_cos_same", "identity_cos_other",
     "identity_R_dist_same", "identity_R_dist_other",
@@ -62,8 +64,9 @@ def test_full_pipeline_writes_json_and_markdown(files, capsys):
     m = report["metrics"]
     assert set(m) == IMAGE_KEYS | CONTROL_KEYS
     for k, v in m.items():
-        if k.startswith("exp_corr") and v is None:
-            continue  # undefined (null) when a coefficient never varies among these few samples
+        if k.startswith(("exp_corr", "head_pose_gain", "camera_gain", "view_bias")) and v is None:
+            continue  # undefined (null) when a coefficient never varies among these few samples, or
+            # with fewer than 3 samples for the view gains' three unknowns
         assert isinstance(v, float) and math.isfinite(v), (k, v)
     assert m["fid_portrait"] >= 0 and m["fid_face"] >= 0
     assert 0.0 <= m["multiview_visible"] <= 1.0
@@ -135,7 +138,9 @@ def test_registered_control_metrics_alone_give_the_numbers_of_the_full_run(files
                control=ControlConfig(num=2, identities=2, frames=2))
     full = evaluate(files["ckpt"], files["data"], EvalConfig(metrics=("control",), **cfg)).metrics
     part = evaluate(files["ckpt"], files["data"], EvalConfig(metrics=("multiview", "head_pose"), **cfg)).metrics
-    assert set(part) == {"multiview_mae", "multiview_visible", "head_pose_deg", "head_pose_deg_real"}
+    assert set(part) == {"multiview_mae", "multiview_visible", "head_pose_deg", "head_pose_deg_real",
+                         "head_pose_gain_yaw", "head_pose_gain_pitch", "camera_gain_yaw", "camera_gain_pitch",
+                         "view_bias_yaw_deg", "view_bias_pitch_deg"}
     assert part == {k: full[k] for k in part}
 
 

@@ -13,7 +13,7 @@ from aniportraitgan.errors import InputError
 from aniportraitgan.metrics.control import CONTROL_METRICS, ControlConfig, select_control_metrics
 from aniportraitgan.metrics.geometry import HEAD_BONES, SHOULDER_BONES, RegionSurface, geometry_distance, region_vertices
 from aniportraitgan.metrics.identity import identity_consistency, identity_distance
-from aniportraitgan.metrics.recon_errors import EXP_PROBE, expression_correlation, facerecon_errors, view_angle_error_deg
+from aniportraitgan.metrics.recon_errors import EXP_PROBE, expression_correlation, facerecon_errors, view_angle_error_deg, view_gains
 from aniportraitgan.metrics.reprojection import backproject, reproject, reprojection_error
 
 
@@ -167,13 +167,33 @@ def test_facerecon_errors_keys_and_values(body):
     z_exp = R.exp_mean.expand(3, -1).clone()  # the untrained R predicts exactly the label means
     view = torch.zeros(3, 2)
     e = facerecon_errors(R, body, faces, z_id, z_exp, view)
-    assert set(e) == {"exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg", "z_id_hat", "z_exp_hat"}
+    assert set(e) == {"exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg", "z_id_hat", "z_exp_hat",
+                      "view_hat"}
     for k in ("exp_coef_mae", "exp_landmark_mm", "landmark_mm", "head_pose_deg"):
         assert e[k].shape == (3,) and torch.allclose(e[k], torch.zeros(3), atol=1e-3), k
     z_exp2 = z_exp.clone()
     z_exp2[:, 0] += 0.5  # ask for a different expression: errors appear
     e2 = facerecon_errors(R, body, faces, z_id, z_exp2, view)
     assert (e2["exp_coef_mae"] > 0.005).all() and torch.isfinite(e2["exp_landmark_mm"]).all()
+
+
+def test_view_gains_recover_known_gains():
+    """R's reading = 0.6 camera + 0.35 head + bias (the bundled model's yaw, docs/evaluation.md)
+    is recovered; an obeying generator reads 1, 1, 0; a head drawn facing the camera reads 0."""
+    g = torch.Generator().manual_seed(0)
+    camera, head = torch.randn(300, 2, generator=g) * 0.25, torch.randn(300, 2, generator=g) * 0.3
+    asked = camera + head
+    bias = torch.tensor([0.02, -0.1])
+    got = view_gains(0.6 * camera + 0.35 * head + bias, asked, camera)
+    for axis, b in zip(("yaw", "pitch"), bias.tolist()):
+        assert got[f"camera_gain_{axis}"] == pytest.approx(0.6, abs=1e-6)
+        assert got[f"head_pose_gain_{axis}"] == pytest.approx(0.35, abs=1e-6)
+        assert got[f"view_bias_{axis}_deg"] == pytest.approx(math.degrees(b), abs=1e-5)
+    obeyed = view_gains(asked + torch.randn(300, 2, generator=g) * 0.02, asked, camera)
+    assert obeyed["head_pose_gain_yaw"] == pytest.approx(1.0, abs=0.05)
+    assert obeyed["camera_gain_pitch"] == pytest.approx(1.0, abs=0.05)
+    assert view_gains(camera, asked, camera)["head_pose_gain_pitch"] == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(view_gains(asked[:2], asked[:2], camera[:2])["camera_gain_yaw"])
 
 
 def test_expression_correlation():

@@ -61,9 +61,10 @@ def test_invert_affine_and_apply():
     assert torch.allclose(apply_transforms(T.flatten(-2), x), apply_transforms(T, x))
 
 
-def test_dp_at_init_keeps_constant_volumes_and_matches_its_smoothing_reference():
+@pytest.mark.parametrize("shared_blend", [True, False])
+def test_dp_at_init_keeps_constant_volumes_and_matches_its_smoothing_reference(shared_blend):
     torch.manual_seed(0)
-    dp = PoseDeformation((3, 5, 5))
+    dp = PoseDeformation((3, 5, 5), shared_blend=shared_blend)
     eye = torch.eye(4).reshape(16, 1, 1, 1).expand(2, 16, 6, 7, 5).contiguous()
     assert torch.allclose(dp.process(eye), eye, atol=1e-6)
     vol = torch.randn(1, 16, 6, 7, 5)
@@ -71,8 +72,37 @@ def test_dp_at_init_keeps_constant_volumes_and_matches_its_smoothing_reference()
     assert out.shape == vol.shape
     assert dp.smooth_loss(vol, out) < 1e-10
     with torch.no_grad():
-        dp.conv1.bias.add_(0.1)
-    assert dp.smooth_loss(vol, dp.process(vol)) > 1e-3
+        next(iter(dp.parameters())).add_(torch.randn_like(next(iter(dp.parameters()))) * 0.5)
+    assert dp.smooth_loss(vol, dp.process(vol)) > 1e-4
+
+
+def _two_rigid_halves():
+    """A volume [1, 16, 6, 8, 8] whose left half holds one rigid transform, the right another."""
+    R1, R2 = axis_angle_to_matrix(torch.tensor([[0.0, 0.6, 0.0], [0.4, 0.0, 0.2]]))
+    T1, T2 = rigid(R1, torch.tensor([0.1, 0.0, -0.2])), rigid(R2, torch.tensor([0.0, 0.3, 0.1]))
+    vol = T1.reshape(16, 1, 1, 1).expand(16, 6, 8, 8).clone()
+    vol[..., 4:] = T2.reshape(16, 1, 1, 1)
+    return vol[None], T1, T2
+
+
+def test_trained_shared_blend_dp_only_blends_transforms():
+    """Whatever its kernels learn, the shared blend keeps a constant rigid volume exactly and gives
+    each voxel a convex combination of its neighbours' transforms; the 16 -> 16 form does not."""
+    torch.manual_seed(0)
+    vol, T1, T2 = _two_rigid_halves()
+    dp = PoseDeformation((3, 5, 5), shared_blend=True)
+    legacy = PoseDeformation((3, 5, 5))
+    with torch.no_grad():
+        for p in list(dp.parameters()) + list(legacy.parameters()):
+            p.add_(torch.randn_like(p) * (2.0 if p.dim() == 3 else 0.01))
+    const = T1.reshape(1, 16, 1, 1, 1).expand(1, 16, 6, 8, 8).contiguous()
+    assert (dp.process(const) - const).abs().max() < 1e-5
+    assert (legacy.process(const) - const).abs().max() > 1e-2
+    out = dp.process(vol)[0].permute(1, 2, 3, 0).reshape(-1, 16)
+    d = (T1 - T2).flatten()
+    a = ((out - T2.flatten()) @ d) / d.dot(d)  # the share of T1 at each voxel
+    assert (out - (T2.flatten() + a[:, None] * d)).abs().max() < 1e-5
+    assert a.min() > -1e-6 and a.max() < 1 + 1e-6 and (a - 0.5).abs().max() > 0.4
 
 
 def test_volume_upsampling_is_bilinear_x2():

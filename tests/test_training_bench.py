@@ -55,6 +55,16 @@ def test_reuse_fakes_skips_the_d_steps_render_and_judges_the_last_g_renders():
         assert run.objective.reuse_fakes is False
 
 
+def test_shared_dp_variant_trains_the_shared_blend_dp_and_steps():
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, run, batch = _build(_cfg(), VARIANTS["shared_dp"], "cpu", False, Path(tmp))
+        dp = trainer.G.pose
+        assert dp.shared_blend and {n for n, _ in dp.named_parameters()} == {"blend1", "blend2"}
+        before = dp.blend1.detach().clone()
+        trainer._train_step(run, 0, batch, torch.Generator().manual_seed(0))
+        assert not torch.equal(dp.blend1, before)  # Dp gets a gradient through the renders
+
+
 def test_cli_bench_train(capsys):
     assert main(["bench", "train", "--config", "tiny", "--resolution", "16", "--face-resolution", "16", "--batch", "2",
                  "--rounds", "1", "--steps", "1", "--warmup", "0", "--no-facerecon", "--variants", "exact,reuse",

@@ -101,6 +101,11 @@ class GeneratorConfig(Config):
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)
     """Dp's Conv3d kernel (D, H, W); odd sizes."""
+    dp_shared_blend: bool = False
+    """True: Dp as two learned convex blends shared by the 16 transform entries (softmax
+    kernels), so that it can only smooth transforms across skinning boundaries. False: the
+    paper's two 16 -> 16 Conv3d, which can also rescale, shear and damp rotations (the bundled
+    model's turns heads by a third of the asked yaw; docs/evaluation.md, "Dp and head pose")."""
     dp_half_resolution: bool = True
     """Nearest-vertex lookup at half resolution (rays and depth), then x2."""
     dp_volume_max: int = 64
@@ -220,7 +225,7 @@ SUBNETWORK_FIELDS: dict[str, tuple[str, ...]] = {
     "phi": ("radiance_hidden", "radiance_layers", "mapping_hidden", "mapping_layers", "radiance_input_scale",
             "radiance_template", "radiance_template_extent"),
     "U": ("sr_channels", "sr_growth", "sr_blocks", "sr_style_dim"),
-    "Dp": ("dp_kernel",),
+    "Dp": ("dp_kernel", "dp_shared_blend"),
     "De": ("exp_hidden", "exp_layers", "exp_mapping_hidden", "exp_mapping_layers", "exp_input_scale"),
 }
 

@@ -98,10 +98,21 @@ def apply_transforms(T: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class PoseDeformation(nn.Module):
     """Dp with the nearest-vertex inverse LBS that feeds it."""
 
-    def __init__(self, kernel: tuple[int, int, int] = (5, 9, 9), chunk: int = 65536) -> None:
+    def __init__(self, kernel: tuple[int, int, int] = (5, 9, 9), chunk: int = 65536,
+                 shared_blend: bool = False) -> None:
         super().__init__()
         self.kernel = tuple(kernel)
         self.chunk = chunk
+        self.shared_blend = shared_blend
+        if shared_blend:
+            # Per layer one softmax kernel over the taps, the same for all 16 entries: each output
+            # is a convex blend of neighbouring transforms (as LBS blends bones), so a rigid head
+            # stays rigid. Zero logits: the averaging filter of L_pose_smooth.
+            self.blend1 = nn.Parameter(torch.zeros(self.kernel))
+            self.blend2 = nn.Parameter(torch.zeros(self.kernel))
+            return
+        # The paper's literal form: two 16 -> 16 Conv3d. Mixing the entries lets Dp rescale and
+        # damp rotations: a trained one turned heads by 0.35 of the asked yaw (docs/evaluation.md).
         self.conv1 = nn.Conv3d(16, 16, self.kernel, padding=0)
         self.conv2 = nn.Conv3d(16, 16, self.kernel, padding=0)
         # Averaging filters per channel: a constant (e.g. identity) volume stays unchanged.
@@ -147,7 +158,14 @@ class PoseDeformation(nn.Module):
 
     def process(self, volume: torch.Tensor) -> torch.Tensor:
         """Dp: [B, 16, D, H, W] -> [B, 16, D, H, W] (eq. 5)."""
-        return self.conv2(self._pad(self.conv1(self._pad(volume))))
+        if not self.shared_blend:
+            return self.conv2(self._pad(self.conv1(self._pad(volume))))
+        B, C = volume.shape[:2]
+        x = volume.reshape(B * C, 1, *volume.shape[2:])
+        for logits in (self.blend1, self.blend2):
+            kernel = torch.softmax(logits.flatten(), 0).view(1, 1, *self.kernel).to(x.dtype)
+            x = F.conv3d(self._pad(x), kernel)
+        return x.reshape(volume.shape)
 
     def reference(self, volume: torch.Tensor) -> torch.Tensor:
         """The fixed averaging operator of L_pose_smooth (eq. 11): Dp's initial state.

@@ -101,7 +101,7 @@ class Generator(nn.Module):
         self.superres = ManifoldSuperResolution(
             4 + c.radiance_features, c.sr_channels, c.sr_growth, c.sr_blocks, c.sr_scale,
             c.id_dim, c.noise_dim, c.sr_style_dim, c.mapping_hidden, c.mapping_layers)
-        self.pose = PoseDeformation(c.dp_kernel, c.nn_chunk)
+        self.pose = PoseDeformation(c.dp_kernel, c.nn_chunk, c.dp_shared_blend)
         self.expression = ExpressionDeformation(c.id_dim, c.exp_dim, c.exp_hidden, c.exp_layers,
                                                 c.exp_mapping_hidden, c.exp_mapping_layers, c.exp_input_scale)
         self.w_avg_radiance = WAverage(self.radiance.siren.w_dim, c.w_avg_beta)

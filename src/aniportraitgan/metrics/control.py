@@ -63,7 +63,7 @@ from aniportraitgan.latents import LabelSampler, LatentSample
 
 from .geometry import HEAD_BONES, SHOULDER_BONES, RegionSurface, geometry_values, region_vertices
 from .identity import identity_metrics
-from .recon_errors import expression_correlation, facerecon_errors
+from .recon_errors import expression_correlation, facerecon_errors, view_gains
 from .reprojection import multiview_values
 from .response import response_metrics
 
@@ -213,9 +213,13 @@ class ControlBatch:
         R = self.run.facerecon
         if R is None:
             return None
+        return facerecon_errors(R, self.run.body, self.out.face, self.codes.z_id, self.codes.z_exp, self.asked_view)
+
+    @cached_property
+    def asked_view(self) -> torch.Tensor:
+        """[B, 2] the face camera's (yaw, pitch) relative to the asked head pose."""
         yaw_f, pitch_f = face_angles_from_main(self.cams, self.body.head_center, self.body.head_rotation)
-        view = torch.stack([yaw_f, pitch_f.clamp(-MAX_ABS_PITCH, MAX_ABS_PITCH)], -1)
-        return facerecon_errors(R, self.run.body, self.out.face, self.codes.z_id, self.codes.z_exp, view)
+        return torch.stack([yaw_f, pitch_f.clamp(-MAX_ABS_PITCH, MAX_ABS_PITCH)], -1)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -282,13 +286,28 @@ def _expression_reduce(run, values: dict[str, torch.Tensor], names=None) -> dict
     return out
 
 
-def _head_pose_values(recon: dict | None) -> dict[str, torch.Tensor]:
+def _head_pose_values(recon: dict | None, batch: "ControlBatch | None" = None) -> dict[str, torch.Tensor]:
     # R predicts the view only when it was trained with face-camera labels.
-    return {"head_pose_deg": recon["head_pose_deg"]} if recon is not None and "head_pose_deg" in recon else {}
+    if recon is None or "head_pose_deg" not in recon:
+        return {}
+    values = {"head_pose_deg": recon["head_pose_deg"]}
+    if batch is not None:  # the asked view split into the camera's part and the head's (view_gains)
+        rest = torch.eye(3, dtype=batch.body.head_rotation.dtype, device=batch.body.head_rotation.device)
+        camera = face_angles_from_main(batch.cams, batch.body.head_center, rest.expand_as(batch.body.head_rotation))
+        values.update(view_read=recon["view_hat"], view_asked=batch.asked_view.cpu(),
+                      view_camera=torch.stack(camera, -1).cpu())
+    return values
+
+
+def _head_pose_reduce(run, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    out = {"head_pose_deg": nanmean(values["head_pose_deg"])} if "head_pose_deg" in values else {}
+    if "view_read" in values:
+        out.update(view_gains(values["view_read"], values["view_asked"], values["view_camera"]))
+    return out
 
 
 register_control_metric("expression", lambda b: _expression_values(b.recon, b.codes.z_exp), _expression_reduce)
-register_control_metric("head_pose", lambda b: _head_pose_values(b.recon))
+register_control_metric("head_pose", lambda b: _head_pose_values(b.recon, b), _head_pose_reduce)
 register_control_metric("geometry", geometry_values)
 register_control_metric("multiview", multiview_values)
 register_control_metric("identity", reduce=identity_metrics)

@@ -67,6 +67,29 @@ def facerecon_errors(facerecon, body, faces: torch.Tensor, z_id: torch.Tensor, z
     if view is not None and "view" in pred:
         v_hat, v = pred["view"].cpu(), view.float().cpu()
         out["head_pose_deg"] = view_angle_error_deg(v_hat[:, 0], v_hat[:, 1], v[:, 0], v[:, 1])
+        out["view_hat"] = v_hat
+    return out
+
+
+def view_gains(read: torch.Tensor, asked: torch.Tensor, camera: torch.Tensor) -> dict[str, float]:
+    """How far R sees the face turn per radian of head rotation and per radian of camera orbit.
+
+    read, asked [N, 2]: R's and the asked head-relative (yaw, pitch) of the face camera;
+    camera [N, 2]: the same angles with the head at rest (the camera's part alone). Least squares
+    read = g_camera camera + g_head (asked - camera) + bias, per angle: 1, 1, 0 when the face
+    turns with both. A head drawn facing the camera has g_head 0; a field whose layout follows
+    the camera (a view-dependent deformation) has g_camera below 1. Keys ``head_pose_gain_<a>``,
+    ``camera_gain_<a>``, ``view_bias_<a>_deg`` for a in yaw, pitch; NaN with fewer than 3 samples."""
+    out: dict[str, float] = {}
+    for k, axis in enumerate(("yaw", "pitch")):
+        cam, head = camera[:, k].double(), (asked[:, k] - camera[:, k]).double()
+        gains = [math.nan] * 3
+        if read.shape[0] >= 3:
+            X = torch.stack([cam, head, torch.ones_like(cam)], 1)
+            gains = torch.linalg.lstsq(X, read[:, k:k + 1].double()).solution.squeeze(1).tolist()
+        out[f"head_pose_gain_{axis}"] = gains[1]
+        out[f"camera_gain_{axis}"] = gains[0]
+        out[f"view_bias_{axis}_deg"] = math.degrees(gains[2])
     return out
 
 

@@ -14,7 +14,10 @@ Variants (``VARIANTS``):
 * ``reuse``: ``exact`` plus ``TrainConfig.reuse_fakes`` (the D step judges the previous G step's
   renders: no no-grad generator forward; changes the GAN's dynamics);
 * ``compile``, ``reuse+compile``: with ``TrainConfig.compile_networks`` (torch.compile of M, phi
-  and De; not in the default list: the warm-up step compiles for minutes on a CPU).
+  and De; not in the default list: the warm-up step compiles for minutes on a CPU);
+* ``shared_dp``: ``exact`` with ``GeneratorConfig.dp_shared_blend`` (Dp's two kernels shared by
+  the 16 transform entries: 16x fewer multiply-adds; a different model, so not a speed-up of
+  the same maths).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Variant:
     exact: bool = True  # the exact speed-ups (False: reference_ops.unpatched)
     reuse_fakes: bool = False  # TrainConfig.reuse_fakes
     compile: bool = False  # TrainConfig.compile_networks
+    shared_dp: bool = False  # GeneratorConfig.dp_shared_blend
 
 
 VARIANTS: dict[str, Variant] = {
@@ -57,6 +61,7 @@ VARIANTS: dict[str, Variant] = {
     "reuse": Variant(reuse_fakes=True),
     "compile": Variant(compile=True),
     "reuse+compile": Variant(reuse_fakes=True, compile=True),
+    "shared_dp": Variant(shared_dp=True),
 }
 DEFAULT_VARIANTS = ("unpatched", "exact", "reuse")
 
@@ -92,6 +97,8 @@ def bench_config(config: str | TrainConfig = "tiny", resolution: int = 64, face_
 def _build(cfg: TrainConfig, variant: Variant, device: str, facerecon: bool, tmp: Path) -> tuple[Trainer, StageRun, dict]:
     cfg = TrainConfig.from_dict(cfg.to_dict())
     cfg.reuse_fakes, cfg.compile_networks = variant.reuse_fakes, variant.compile
+    if variant.shared_dp:
+        cfg.generator_overrides["dp_shared_blend"] = True
     trainer = Trainer(cfg, RunOptions(data=tmp, out=tmp / "run", device=device, progress=False))
     if facerecon:  # an untrained R of the run's size costs what a trained one does
         trainer.R = FaceRecon(FaceReconConfig(resolution=cfg.facerecon_resolution)).to(trainer.device)
