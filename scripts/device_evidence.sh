@@ -8,7 +8,8 @@
 #     (SynthPortraits 5000 at 128 px, seed 0) and the committed R (demo_run/R64), then measure it
 #     with the demo model's protocol (docs/evaluation.md) and copy the new run state to
 #     $OUT/RUN_STATE, ready to replace that folder in the repository (START=grown is
-#     START=resume RUN_STATE=grown_run); RESUME_STEPS (default 20000) is the step to stop at;
+#     START=resume RUN_STATE=grown_run; RUN_STATE=shared_dp_run continues the fine-tune with Dp as
+#     a shared blend); RESUME_STEPS (default 20000) is the step to stop at;
 #   START=fresh: SynthPortraits at 128 px, a new R at 64, the `tiny` generator trained from
 #     scratch at 64 px portrait / 64 px face (batch 32) for TRAIN_MIN minutes.
 #

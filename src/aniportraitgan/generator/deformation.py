@@ -160,12 +160,14 @@ class PoseDeformation(nn.Module):
         """Dp: [B, 16, D, H, W] -> [B, 16, D, H, W] (eq. 5)."""
         if not self.shared_blend:
             return self.conv2(self._pad(self.conv1(self._pad(volume))))
-        B, C = volume.shape[:2]
-        x = volume.reshape(B * C, 1, *volume.shape[2:])
+        # As a 16 -> 16 convolution with a diagonal weight: on a CPU that runs as fast as the
+        # dense form, a one-channel conv3d over 16x the batch 6x slower (measured, 1 thread).
+        eye = torch.eye(16, dtype=volume.dtype, device=volume.device).view(16, 16, 1, 1, 1)
+        x = volume
         for logits in (self.blend1, self.blend2):
             kernel = torch.softmax(logits.flatten(), 0).view(1, 1, *self.kernel).to(x.dtype)
-            x = F.conv3d(self._pad(x), kernel)
-        return x.reshape(volume.shape)
+            x = F.conv3d(self._pad(x), eye * kernel)
+        return x
 
     def reference(self, volume: torch.Tensor) -> torch.Tensor:
         """The fixed averaging operator of L_pose_smooth (eq. 11): Dp's initial state.

@@ -16,8 +16,7 @@ Variants (``VARIANTS``):
 * ``compile``, ``reuse+compile``: with ``TrainConfig.compile_networks`` (torch.compile of M, phi
   and De; not in the default list: the warm-up step compiles for minutes on a CPU);
 * ``shared_dp``: ``exact`` with ``GeneratorConfig.dp_shared_blend`` (Dp's two kernels shared by
-  the 16 transform entries: 16x fewer multiply-adds; a different model, so not a speed-up of
-  the same maths).
+  the 16 transform entries; a different model, so its ratio is a cost, not a speed-up).
 """
 
 from __future__ import annotations
