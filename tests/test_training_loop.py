@@ -257,6 +257,16 @@ def test_stage_one_fine_tunes_a_trained_generator(data_dir, tmp_path):
     assert widened["G_ema.w_avg_radiance.w_avg"].shape != source["G_ema.w_avg_radiance.w_avg"].shape
     assert all(torch.allclose(widened[k], source[k], atol=1e-6) for k in gen
                if ".radiance." not in k and ".expression." not in k)
+    # Dp as the shared blend on a generator trained with the 16 -> 16 form: only with Dp fresh.
+    shared = test_config()
+    shared.stage1.g_lr = 0.0
+    shared.generator_overrides = dict(shared.generator_overrides, dp_shared_blend=True)
+    with pytest.raises(AssetError, match="dp_shared_blend"):
+        train(shared, opts(data_dir, tmp_path / "shared_refused", steps=1, init=first))
+    train(shared, opts(data_dir, tmp_path / "shared", steps=1, init=first, init_fresh=("Dp",)))
+    blended = final_weights(tmp_path / "shared")
+    assert not any(".pose.conv" in k for k in blended) and torch.count_nonzero(blended["G_ema.pose.blend1"]) == 0
+    assert all(torch.allclose(blended[k], source[k], atol=1e-6) for k in gen if ".pose." not in k)
 
 
 def test_fine_tune_continues_the_discriminators_of_a_checkpoint(data_dir, tmp_path):
