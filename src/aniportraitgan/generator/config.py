@@ -105,7 +105,7 @@ class GeneratorConfig(Config):
     """True: Dp as two learned convex blends shared by the 16 transform entries (softmax
     kernels), so that it can only smooth transforms across skinning boundaries. False: the
     paper's two 16 -> 16 Conv3d, which can also rescale, shear and damp rotations (the bundled
-    model's turns heads by a third of the asked yaw; docs/evaluation.md, "Dp and head pose")."""
+    model's turns heads by 0.39 of the asked yaw; docs/evaluation.md, "Dp and head pose")."""
     dp_half_resolution: bool = True
     """Nearest-vertex lookup at half resolution (rays and depth), then x2."""
     dp_volume_max: int = 64

@@ -112,7 +112,7 @@ class PoseDeformation(nn.Module):
             self.blend2 = nn.Parameter(torch.zeros(self.kernel))
             return
         # The paper's literal form: two 16 -> 16 Conv3d. Mixing the entries lets Dp rescale and
-        # damp rotations: a trained one turned heads by 0.35 of the asked yaw (docs/evaluation.md).
+        # damp rotations: the bundled model's turns heads by 0.39 of the asked yaw (docs/evaluation.md).
         self.conv1 = nn.Conv3d(16, 16, self.kernel, padding=0)
         self.conv2 = nn.Conv3d(16, 16, self.kernel, padding=0)
         # Averaging filters per channel: a constant (e.g. identity) volume stays unchanged.
