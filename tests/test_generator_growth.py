@@ -20,7 +20,7 @@ from aniportraitgan.data.synth import make_tiny_dataset
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator import Generator, GeneratorConfig, RenderOptions
 from aniportraitgan.frames import SCENE_SCALE
-from aniportraitgan.generator.growth import add_template, grow_phi
+from aniportraitgan.generator.growth import add_template, gaussian_kernel, grow_phi, smooth_template
 from aniportraitgan.latents import LatentSample
 
 
@@ -156,3 +156,70 @@ def test_fit_template_script_fits_a_template_that_brings_renders_closer_to_the_f
     assert after > before + 0.5, line  # the 8 held-out faces were never fitted
     fitted = load_generator(tmp_path / "t.safetensors", body_model=G.body)
     assert fitted.config.radiance_template == 16 and fitted.radiance.template.abs().max() > 0
+
+
+def test_template_roughness_is_the_mean_squared_neighbour_difference(G):
+    t = add_template(G, 6)
+    with torch.no_grad():
+        assert float(t.radiance.template_roughness()) == 0.0  # zero template
+        assert float(G.radiance.template_roughness()) == 0.0  # no template at all
+    with torch.no_grad():
+        z = torch.arange(6.0).view(1, 1, 6, 1, 1)
+        t.radiance.template.copy_((2.0 * z).expand(1, 4, 6, 6, 6))  # a ramp along D of slope 2
+    # neighbours differ by 2 along D (squared: 4) and not at all along H and W: (4 + 0 + 0) / 3
+    assert float(t.radiance.template_roughness().detach()) == pytest.approx(4.0 / 3)
+    with torch.no_grad():
+        t.radiance.template.copy_(torch.randn(1, 4, 6, 6, 6))
+    rough = t.radiance.template_roughness()
+    rough.backward()  # differentiable: the prior trains the grid
+    assert t.radiance.template.grad.abs().sum() > 0
+
+
+def test_smoothing_keeps_broad_features_and_removes_voxel_speckle(G):
+    k = gaussian_kernel(0.7)
+    assert float(k.sum()) == pytest.approx(1.0) and len(k) == 5 and torch.equal(k, k.flip(0))
+    t = add_template(G, 24)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.linspace(-1, 1, 24)
+    broad = torch.cos(2.0 * x).view(1, 1, 1, 1, 24) * torch.cos(2.0 * x).view(1, 1, 24, 1, 1)
+    speckle = 0.3 * torch.randn(1, 4, 24, 24, 24, generator=gen)
+    with torch.no_grad():
+        t.radiance.template.copy_(broad + speckle)
+    before = float(t.radiance.template_roughness().detach())
+    smooth_template(t, 1.0)
+    after_t = t.radiance.template.detach()
+    assert float(t.radiance.template_roughness().detach()) < 0.1 * before
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4), slice(4, -4))  # away from the replicated edges
+    assert (after_t - broad)[inner].abs().mean() < 0.25 * speckle[inner].abs().mean()
+    # a constant stays exactly what it is, edges included
+    with torch.no_grad():
+        t.radiance.template.fill_(1.5)
+    smooth_template(t, 0.7)
+    assert torch.allclose(t.radiance.template, torch.full_like(t.radiance.template, 1.5), atol=1e-6)
+    with pytest.raises(InputError, match="no template"):
+        smooth_template(G, 1.0)
+    with pytest.raises(InputError, match="sigma must be > 0"):
+        smooth_template(t, 0.0)
+
+
+def test_smooth_template_script_keeps_everything_but_the_template(G, tmp_path, capsys):
+    t = add_template(G, 8).eval()
+    with torch.no_grad():
+        t.radiance.template.normal_()
+        t.compute_w_avg(n=64)  # as a trained generator records them
+    save_generator(tmp_path / "t.safetensors", t, stage=1, step=11)
+    script = str(Path(__file__).parents[1] / "scripts" / "smooth_template.py")
+    argv = ["smooth_template.py", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "s.safetensors"), "--sigma", "1"]
+    with mock.patch.object(sys, "argv", argv):
+        runpy.run_path(script, run_name="__main__")
+    before, after = (float(v) for v in re.search(r"roughness ([\d.]+) -> ([\d.]+)", capsys.readouterr().out).groups())
+    assert after < 0.2 * before
+    back = load_generator(tmp_path / "s.safetensors", body_model=G.body)
+    sd_t, sd_b = t.state_dict(), back.state_dict()
+    assert not torch.equal(sd_b["radiance.template"], sd_t["radiance.template"])
+    assert all(torch.equal(sd_b[k], v) for k, v in sd_t.items() if k != "radiance.template")
+    save_generator(tmp_path / "g.safetensors", G, stage=1, step=3)  # no template: a clear refusal
+    argv[1] = str(tmp_path / "g.safetensors")
+    with mock.patch.object(sys, "argv", argv), pytest.raises(SystemExit):
+        runpy.run_path(script, run_name="__main__")
+    assert "no template to smooth" in capsys.readouterr().err

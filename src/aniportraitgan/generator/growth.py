@@ -14,11 +14,13 @@ function instead, so fine-tuning starts from the trained images with more capaci
 
 A template (``add_template``) is added the same way: it starts at zero, so the generator
 draws what it drew until the template is fitted (``scripts/fit_template.py``) or trained.
+``smooth_template`` low-passes a fitted or trained one (its per-voxel speckle).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from aniportraitgan.errors import InputError
 from aniportraitgan.generator.config import GeneratorConfig
@@ -91,3 +93,34 @@ def add_template(generator: Generator, voxels: int) -> Generator:
     missing, unexpected = out.load_state_dict(generator.state_dict(), strict=False)
     assert not unexpected and missing == ["radiance.template"], (missing, unexpected)
     return out.train(generator.training)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1D Gaussian of standard deviation ``sigma`` (samples), 3 sigma each side."""
+    radius = max(1, round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+@torch.no_grad()
+def smooth_template(generator: Generator, sigma: float) -> Generator:
+    """``generator`` with its template blurred in place by a separable Gaussian of ``sigma``
+    voxels (edges replicated): the speckle a voxel grid gathers under Adam
+    (``RadianceGenerator.template_roughness``) goes, features wider than a few voxels stay."""
+    template = generator.radiance.template
+    if template is None:
+        raise InputError("this generator's phi has no template to smooth")
+    if not sigma > 0:
+        raise InputError(f"the smoothing sigma must be > 0 voxels, got {sigma}")
+    k = gaussian_kernel(sigma).to(template)
+    r = (len(k) - 1) // 2
+    y = template.transpose(0, 1)  # [4, 1, D, H, W]: each channel on its own
+    for axis in range(3):  # D, H, W
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(k)
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r  # F.pad lists the last axis first
+        y = F.conv3d(F.pad(y, pad, mode="replicate"), k.view(shape))
+    template.copy_(y.transpose(0, 1))
+    return generator

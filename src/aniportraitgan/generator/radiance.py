@@ -65,6 +65,16 @@ class RadianceGenerator(nn.Module):
                             padding_mode="zeros", align_corners=False)  # [B, 4, N, 1, 1]
         return out.reshape(B, 4, N).transpose(1, 2)
 
+    def template_roughness(self) -> torch.Tensor:
+        """Mean squared difference of neighbouring template voxels over the three axes, in logit
+        units (0 without a template): the total-variation prior of voxel grids (as Plenoxels).
+        Without it, Adam moves each rarely-seen voxel by about the learning rate whatever its
+        gradient's size, and the grid fills with a speckle the images show as a fine hatching."""
+        if self.template is None:
+            return self.head.weight.new_zeros(())
+        t = self.template.float()
+        return sum(t.diff(dim=d).square().mean() for d in (2, 3, 4)) / 3
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None = None) -> Radiance:
         """Canonical points x [B, N, 3] with conditioning w [B, w_dim]; ``frame`` [B, 4, 3]: the
         people's template frames (``Generator.template_frame``; needed with a template)."""

@@ -54,6 +54,10 @@ class LossWeights(Config):
     """Eq. 12: the generator's expression-deformation smoothness regulariser."""
     exp_minimal: float = 1.0
     """Eq. 13: the generator's minimal expression-deformation regulariser."""
+    template_smooth: float = 0.0
+    """Total-variation prior on phi's template (``GeneratorConfig.radiance_template``): the mean
+    squared difference of neighbouring voxels' logits. Ours, not the paper's (it has no template);
+    0 turns it off, and a generator without a template ignores it."""
 
 
 @dataclass

@@ -10,7 +10,8 @@ latent codes into the discriminator loss (`d_phase`) and the generator loss (`g_
   its own optimiser step, the R1 term joins the main term's backward pass and optimiser step
   (one Adam step per D step, as before this module existed: runs give the same numbers).
 - G phase: the weighted non-saturating terms; in stage 1 also the landmark loss of eq. 9 through
-  the frozen R, and the deformation losses of eqs. 10-13 (`Rendered.aux.weighted`).
+  the frozen R, the deformation losses of eqs. 10-13 (`Rendered.aux.weighted`) and, for a
+  generator with a template, its total-variation prior (`loss.template_smooth`).
 - The views the discriminators see: the whole portrait, its torso crop and the face render
   (or, for the `face_from_crop` ablation, a face resampled from the portrait).
 """
@@ -53,6 +54,7 @@ class PortraitObjective:
         self.adversarial_weights = {"whole": cfg.loss.whole, "face": cfg.loss.face, "torso": cfg.loss.torso}
         # Eq. 9 in stage 1 only: stage 2 trains U alone, which does not change the face's shape.
         self.use_landmarks = stage == 1 and R is not None and cfg.loss.landmark > 0
+        self.use_template_prior = cfg.loss.template_smooth > 0 and G.radiance.template is not None
         self.reuse_fakes = cfg.reuse_fakes
         self.last_fakes: dict[str, torch.Tensor] | None = None  # the last G phase's views (reuse_fakes)
 
@@ -115,6 +117,10 @@ class PortraitObjective:
             for name, value in rendered.aux.weighted(self.cfg.loss).items():
                 logs[name] = float(value.detach())
                 loss = loss + value
+            if self.use_template_prior:
+                rough = self.G.radiance.template_roughness()
+                logs["template_rough"] = float(rough.detach())
+                loss = loss + self.cfg.loss.template_smooth * rough
         logs["G_total"] = float(loss.detach())
         return loss, logs
 
