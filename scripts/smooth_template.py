@@ -3,7 +3,8 @@
 A voxel grid trained or fitted with Adam gathers per-voxel speckle that the face renders show as
 a fine hatching (``RadianceGenerator.template_roughness``). This blurs it with a Gaussian of
 ``--sigma`` voxels and writes the generator with everything else unchanged (its configuration,
-latent prior, step, stage and training configuration):
+latent prior, step, stage and training configuration), noting the sigma in its metadata
+(``template_smoothing_sigma``):
 
     python scripts/smooth_template.py GEN --out smoothed.safetensors [--sigma 0.7]
 
@@ -27,6 +28,7 @@ from aniportraitgan.generator.growth import smooth_template
 
 # Metadata export_generator writes itself from its arguments.
 _OWN_KEYS = {"format", "kind", "generator_config", "train_config", "step", "stage", PRIOR_KEY}
+SMOOTHING_KEY = "template_smoothing_sigma"
 
 
 def main() -> None:
@@ -45,6 +47,8 @@ def main() -> None:
     except (AssetError, InputError) as exc:
         ap.error(str(exc))
     extra = {k: v for k, v in stored.metadata.items() if k not in _OWN_KEYS}
+    # Provenance: the sigmas applied so far, in order (a file smoothed twice lists both).
+    extra[SMOOTHING_KEY] = ",".join(filter(None, [extra.get(SMOOTHING_KEY, ""), f"{args.sigma:g}"]))
     out = export_generator(args.out, G.state_dict(), G.config.to_dict(), stored.train_config, stored.step,
                            stored.stage, extra_metadata=extra, prior=stored.prior)
     print(f"template roughness {before:.4f} -> {after:.4f} (sigma {args.sigma} voxels); wrote {out}")

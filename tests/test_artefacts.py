@@ -94,7 +94,8 @@ def test_bundled_demo_generator_loads_unchanged():
     stored = open_generator("demo")
     assert stored.source == artefacts.DEMO_CHECKPOINT and stored.stage == 1 and stored.step == 3857
     # the `small` preset (the tiny generator with mesh guidance, at 64 px) with phi grown to
-    # 128 x 3 and a 96^3 face template (template_run/)
+    # 128 x 3 and a 96^3 face template (template_run/), the template smoothed on export
+    assert stored.metadata["template_smoothing_sigma"] == "1"
     cfg = stored.generator.config
     assert cfg.exp_mesh_guided and cfg.exp_input_scale == 0.25 and cfg.radiance_input_scale == 1.0
     assert (cfg.radiance_hidden, cfg.radiance_layers, cfg.radiance_template) == (128, 3, 96)

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 import torch
 
-from aniportraitgan.artefacts import load_generator, save_generator
+from aniportraitgan.artefacts import load_generator, read_generator_file, save_generator
 from aniportraitgan.body import PortraitBodyModel
 from aniportraitgan.cameras import look_at_cameras
 from aniportraitgan.data.synth import make_tiny_dataset
@@ -215,6 +215,7 @@ def test_smooth_template_script_keeps_everything_but_the_template(G, tmp_path, c
     before, after = (float(v) for v in re.search(r"roughness ([\d.]+) -> ([\d.]+)", capsys.readouterr().out).groups())
     assert after < 0.2 * before
     back = load_generator(tmp_path / "s.safetensors", body_model=G.body)
+    assert read_generator_file(tmp_path / "s.safetensors")[1]["template_smoothing_sigma"] == "1"
     sd_t, sd_b = t.state_dict(), back.state_dict()
     assert not torch.equal(sd_b["radiance.template"], sd_t["radiance.template"])
     assert all(torch.equal(sd_b[k], v) for k, v in sd_t.items() if k != "radiance.template")

@@ -32,10 +32,11 @@ from aniportraitgan.artefacts.run_lock import HOST, RunLock, RunLocked, owner_is
 from aniportraitgan.atomic import DiskFullError, atomic_write_bytes, reporting_disk_full
 from aniportraitgan.errors import AssetError, UserError
 
-# The bundled demo model (issue 13, 64 px, 2026-12-03: phi 128 x 3 with a 96^3 face template):
+# The bundled demo model (issue 13, 64 px, 2026-12-04: phi 128 x 3 with a 96^3 face template,
+# smoothed by a Gaussian of 1 voxel):
 # SHA-256 of its tensor data and of its tensor index (names, dtypes, shapes, offsets).
 # Re-exporting it must not move one bit.
-DEMO_DATA_SHA256 = "855c3e578a6b6d6ce6d92dcbfaf35a134b4b729a5fea8dbb21db25769ce4fd5f"
+DEMO_DATA_SHA256 = "63490fac42431e2878084dc189591b394e615d1fdbc9592abcfac59ece4bfa82"
 DEMO_INDEX_SHA256 = "b7d8b0af4557d741be01a30ed4972655eb13966eb1413c357b34a06350d263a1"
 
 
