@@ -10,7 +10,7 @@ SIREN alone did not learn to draw (docs/training.md). The GAN then fine-tunes th
 (``train --init OUT`` with ``radiance_template`` in the run's ``generator_overrides``).
 
     python scripts/fit_template.py DATA --init GEN --out templated.safetensors [--voxels 96] \
-        [--steps 200] [--batch 8] [--lr 0.02] [--resolution 64] [--threads 1]
+        [--steps 200] [--batch 8] [--lr 0.02] [--resolution 64] [--smooth 0] [--threads 1]
 
 Prints the face PSNR against the real faces of a fixed held-out batch before and after.
 """
@@ -55,9 +55,13 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=64, help="face render and target size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smooth", type=float, default=0.0,
+                    help="weight of the template's total-variation prior (0: none; cf. loss.template_smooth)")
     args = ap.parse_args()
     if args.voxels < 1 or args.steps < 1 or args.batch < 1:
         ap.error("--voxels, --steps and --batch must be >= 1")
+    if args.smooth < 0:
+        ap.error("--smooth must be >= 0")
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
     stored = open_generator(args.init, body_model=PortraitBodyModel.load())
@@ -83,12 +87,15 @@ def main() -> None:
         rows = rng.choice(n - len(held_out), args.batch, replace=False)
         lat, cams, real = batch(data, sampler, rows, G.config.noise_dim, gen)
         loss = (G(lat, cams, options=options).face - real).square().mean()
+        if args.smooth > 0:  # the grid's total-variation prior (loss.template_smooth in training)
+            loss = loss + args.smooth * G.radiance.template_roughness()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     after = held_out_psnr()
     print(f"held-out face PSNR {before:.2f} -> {after:.2f} dB after {args.steps} steps of {args.batch} "
-          f"({time.perf_counter() - t0:.0f} s); template |logit| max {float(G.radiance.template.detach().abs().max()):.2f}",
+          f"({time.perf_counter() - t0:.0f} s); template |logit| max {float(G.radiance.template.detach().abs().max()):.2f}, "
+          f"roughness {float(G.radiance.template_roughness().detach()):.4f}",
           flush=True)
     G.requires_grad_(True)
     save_generator(args.out, G, stage=stored.stage, step=stored.step, prior=stored.prior)

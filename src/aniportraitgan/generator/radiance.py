@@ -67,7 +67,7 @@ class RadianceGenerator(nn.Module):
 
     def template_roughness(self) -> torch.Tensor:
         """Mean squared difference of neighbouring template voxels over the three axes, in logit
-        units (0 without a template): the total-variation prior of voxel grids (as Plenoxels).
+        units (0 without a template): the squared total-variation prior of voxel-grid fields.
         Without it, Adam moves each rarely-seen voxel by about the learning rate whatever its
         gradient's size, and the grid fills with a speckle the images show as a fine hatching."""
         if self.template is None:
