@@ -92,10 +92,10 @@ def test_save_generator_writes_the_prior_and_reads_back(tiny, tmp_path):
 
 def test_bundled_demo_generator_loads_unchanged():
     stored = open_generator("demo")
-    assert stored.source == artefacts.DEMO_CHECKPOINT and stored.stage == 1 and stored.step == 3857
+    assert stored.source == artefacts.DEMO_CHECKPOINT and stored.stage == 1 and stored.step == 2572
     # the `small` preset (the tiny generator with mesh guidance, at 64 px) with phi grown to
-    # 128 x 3 and a 96^3 face template (template_run/), the template smoothed on export
-    assert stored.metadata["template_smoothing_sigma"] == "1"
+    # 128 x 3 and a 96^3 face template (template_run/), trained with the template's prior
+    assert stored.train_config["loss"]["template_smooth"] == 10.0
     cfg = stored.generator.config
     assert cfg.exp_mesh_guided and cfg.exp_input_scale == 0.25 and cfg.radiance_input_scale == 1.0
     assert (cfg.radiance_hidden, cfg.radiance_layers, cfg.radiance_template) == (128, 3, 96)

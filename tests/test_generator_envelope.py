@@ -59,7 +59,9 @@ def test_the_bundled_model_ships_with_a_15_cm_envelope(model):
 def test_the_envelope_removes_the_floaters_and_keeps_the_person(model):
     off, body, cams = _render(model, 0.0)
     on, _, _ = _render(model, 0.15)
-    assert _far_foreground(off, body, cams, 0.15 + ENVELOPE_RAMP) >= 20  # measured 59 beyond 10 cm
+    # measured 18 pixels beyond 17 cm (59 on the model bundled before 2026-12-04, whose template
+    # was not smoothed)
+    assert _far_foreground(off, body, cams, 0.15 + ENVELOPE_RAMP) >= 8
     assert _far_foreground(on, body, cams, 0.15 + ENVELOPE_RAMP) == 0
     # near the body nothing changes: the pixels whose surface lies within 10 cm of the mesh
     near = _surface_distance(off, body, cams) < 0.10

@@ -33,10 +33,10 @@ from aniportraitgan.atomic import DiskFullError, atomic_write_bytes, reporting_d
 from aniportraitgan.errors import AssetError, UserError
 
 # The bundled demo model (issue 13, 64 px, 2026-12-04: phi 128 x 3 with a 96^3 face template,
-# smoothed by a Gaussian of 1 voxel):
+# smoothed by a Gaussian of 1 voxel, then 2572 steps with its total-variation prior):
 # SHA-256 of its tensor data and of its tensor index (names, dtypes, shapes, offsets).
 # Re-exporting it must not move one bit.
-DEMO_DATA_SHA256 = "63490fac42431e2878084dc189591b394e615d1fdbc9592abcfac59ece4bfa82"
+DEMO_DATA_SHA256 = "d287da2d257f91efa8b415b1ddb775f49c71083997759786f3b3328290d28786"
 DEMO_INDEX_SHA256 = "b7d8b0af4557d741be01a30ed4972655eb13966eb1413c357b34a06350d263a1"
 
 
