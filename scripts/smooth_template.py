@@ -22,12 +22,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from aniportraitgan.artefacts import open_generator
-from aniportraitgan.artefacts.generator_files import PRIOR_KEY, export_generator
+from aniportraitgan.artefacts.generator_files import export_generator
 from aniportraitgan.errors import AssetError, InputError
 from aniportraitgan.generator.growth import smooth_template
 
-# Metadata export_generator writes itself from its arguments.
-_OWN_KEYS = {"format", "kind", "generator_config", "train_config", "step", "stage", PRIOR_KEY}
 SMOOTHING_KEY = "template_smoothing_sigma"
 
 
@@ -46,7 +44,9 @@ def main() -> None:
             after = float(G.radiance.template_roughness())
     except (AssetError, InputError) as exc:
         ap.error(str(exc))
-    extra = {k: v for k, v in stored.metadata.items() if k not in _OWN_KEYS}
+    # The stored metadata carried over: export_generator's own keys (config, prior, step, ...)
+    # take its arguments' values, extras only fill in what it does not write.
+    extra = dict(stored.metadata)
     # Provenance: the sigmas applied so far, in order (a file smoothed twice lists both).
     extra[SMOOTHING_KEY] = ",".join(filter(None, [extra.get(SMOOTHING_KEY, ""), f"{args.sigma:g}"]))
     out = export_generator(args.out, G.state_dict(), G.config.to_dict(), stored.train_config, stored.step,

@@ -33,6 +33,13 @@ class Radiance:
     features: torch.Tensor  # [..., F]
 
 
+def grid_roughness(grid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring voxels of a [B, C, D, H, W] grid, averaged over
+    its three spatial axes (in fp32)."""
+    g = grid.float()
+    return sum(g.diff(dim=d).square().mean() for d in (2, 3, 4)) / 3
+
+
 class RadianceGenerator(nn.Module):
     def __init__(self, id_dim: int, noise_dim: int, hidden: int, layers: int, features: int,
                  mapping_hidden: int, mapping_layers: int, input_scale: float = 1.0,
@@ -72,8 +79,7 @@ class RadianceGenerator(nn.Module):
         gradient's size, and the grid fills with a speckle the images show as a fine hatching."""
         if self.template is None:
             return self.head.weight.new_zeros(())
-        t = self.template.float()
-        return sum(t.diff(dim=d).square().mean() for d in (2, 3, 4)) / 3
+        return grid_roughness(self.template)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None = None) -> Radiance:
         """Canonical points x [B, N, 3] with conditioning w [B, w_dim]; ``frame`` [B, 4, 3]: the
