@@ -144,6 +144,27 @@ def test_resume_without_a_checkpoint_says_so(data, tmp_path, caplog):
     assert "holds no checkpoint: stage 1 starts from step 0" in caplog.text
 
 
+def test_resume_keeps_the_parameter_free_settings_its_checkpoint_was_trained_with(data, tmp_path, caplog):
+    """A run saved before exp_offsets_after_dp existed (its stored generator config lacks it)
+    resumes with the legacy value, not today's default: a default change never alters a run."""
+    import json
+
+    from aniportraitgan.artefacts.checksummed import seal_json
+
+    run = tmp_path / "run"
+    train(small_config(), opts(data, run, steps=2))
+    meta_file = CheckpointManager(run).latest() / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["generator_config"].pop("exp_offsets_after_dp") is True
+    meta_file.write_text(json.dumps(seal_json(meta)))
+    with caplog.at_level(logging.WARNING, logger="aniportraitgan.train"):
+        train(small_config(), opts(data, run, steps=3, resume=True))
+    assert "kept the generator settings it was trained with" in caplog.text
+    assert "'exp_offsets_after_dp': (True, False)" in caplog.text
+    stored = json.loads(read_generator_file(run / "generator.safetensors")[1]["generator_config"])
+    assert stored["exp_offsets_after_dp"] is False and _steps(run)[-1] == 3
+
+
 # ----------------------------------------------------------------- signals (6)
 def _signal_at(step: int, *signals: int):
     def hook(stage, done):

@@ -97,6 +97,12 @@ class GeneratorConfig(Config):
     1 (the plain SIREN) the GAN turned De into high-frequency noise (residual changing by 2.4
     mm over 2 mm after 400 tiny steps, speckled faces; zeroing the residual of the demo model
     lowered its FID); 0.25 kept it 7x smoother (0.34 mm) with the same imitation loss."""
+    exp_offsets_after_dp: bool = True
+    """With mesh guidance and Dp: the expression offsets bypass Dp (their own volume, upsampled
+    and added to x_p) instead of riding in the transforms Dp averages. Inside Dp, its kernels
+    averaged an eyelid's few-millimetre motion with the still skin around it (at 64 px a tiny
+    Dp blends 9 x 9 half-resolution pixels): blinks moved the face by 0.3 of 8-bit levels
+    against the data's 5.4 (docs/evaluation.md, "Expressions past Dp")."""
 
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)
@@ -230,7 +236,7 @@ SUBNETWORK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 # Field values of generators saved before the field existed (differing from today's defaults).
-LEGACY_DEFAULTS: dict[str, Any] = {"exp_mesh_guided": False, "exp_input_scale": 1.0}
+LEGACY_DEFAULTS: dict[str, Any] = {"exp_mesh_guided": False, "exp_input_scale": 1.0, "exp_offsets_after_dp": False}
 
 # Presets: the fields that differ from the defaults.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -129,7 +129,8 @@ class PoseDeformation(nn.Module):
 
     def inverse_lbs(self, points: torch.Tensor, posed_vertices: torch.Tensor,
                     skinning_weights: torch.Tensor, bone_transforms: torch.Tensor,
-                    vertex_offsets: torch.Tensor | None = None) -> torch.Tensor:
+                    vertex_offsets: torch.Tensor | None = None,
+                    split_offsets: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Target-space points [B, N, 3] -> blended inverse transforms [B, N, 4, 4] (eq. 4).
 
         posed_vertices [B, V', 3] and skinning_weights [V', J] are already restricted to the
@@ -138,22 +139,30 @@ class PoseDeformation(nn.Module):
         translation of each sample's transform by the same nearest vertex: the generator passes
         the body model's inverse expression displacement there (mesh-guided expressions), so
         that one transform maps a target sample to the neutral canonical space and Dp smooths
-        pose and expression together.
+        pose and expression together. ``split_offsets``: return them apart instead, as
+        (transforms [B, N, 4, 4], offsets [B, N, 3]), for a caller that keeps them out of Dp.
         """
         idx = nearest_vertex(points.detach(), posed_vertices.detach(), self.chunk)
         sw = skinning_weights.to(points.dtype)
         # Eq. 4 blends the target-to-canonical (inverse) bone transforms: J inversions per frame
         # instead of one per sample, and exact for samples skinned to a single bone.
         bones = invert_affine(bone_transforms.to(points.dtype)).flatten(-2)  # [B, J, 16]
-        out = []
+        out, out_offsets = [], []
         # Chunked so that the [B, n, J] weights stay small at 512 x 512 x 64 samples.
         for start in range(0, idx.shape[1], self.chunk):
             near = idx[:, start:start + self.chunk]
             T = torch.bmm(sw[near], bones).unflatten(-1, (4, 4))  # [B, n, 4, 4]
             if vertex_offsets is not None:
                 offsets = torch.gather(vertex_offsets.to(T.dtype), 1, near[..., None].expand(-1, -1, 3))
-                T = _add_translation(T, offsets)
+                if split_offsets:
+                    out_offsets.append(offsets)
+                else:
+                    T = _add_translation(T, offsets)
             out.append(T)
+        if split_offsets:
+            if vertex_offsets is None:
+                raise ValueError("split_offsets needs vertex_offsets")
+            return torch.cat(out, 1), torch.cat(out_offsets, 1)
         return torch.cat(out, 1)
 
     def process(self, volume: torch.Tensor) -> torch.Tensor:

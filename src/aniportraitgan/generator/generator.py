@@ -355,11 +355,20 @@ class Generator(nn.Module):
         idx = self.nn_index
         return body_out.neutral_vertices[:, idx] - body_out.canonical_vertices[:, idx]
 
-    def inverse_lbs(self, points: torch.Tensor, body_out) -> torch.Tensor:
+    def inverse_lbs(self, points: torch.Tensor, body_out, split_offsets: bool = False):
         """Target-space points [B, N, 3] -> inverse transforms [B, N, 4, 4] by their nearest
-        allowed vertex of the posed body ``body_out`` (with mesh guidance's offsets)."""
+        allowed vertex of the posed body ``body_out`` (with mesh guidance's offsets; with
+        ``split_offsets`` and guidance, (transforms, offsets [B, N, 3]) apart)."""
+        offsets = self.expression_offsets(body_out)
         return self.pose.inverse_lbs(points, body_out.vertices[:, self.nn_index], self.nn_weights,
-                                     body_out.bone_transforms, self.expression_offsets(body_out))
+                                     body_out.bone_transforms, offsets,
+                                     split_offsets=split_offsets and offsets is not None)
+
+    @property
+    def offsets_bypass_dp(self) -> bool:
+        """Whether mesh guidance's expression offsets join x_p after Dp (exp_offsets_after_dp)."""
+        c = self.config
+        return c.exp_mesh_guided and c.exp_offsets_after_dp and c.use_dp
 
     @torch.no_grad()
     def deform_view(self, z_id: torch.Tensor, z_exp: torch.Tensor, z_pose: torch.Tensor,

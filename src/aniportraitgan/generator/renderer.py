@@ -115,12 +115,16 @@ def volume_points(config: GeneratorConfig, cams: Cameras, H: int, W: int, depths
     return ray_points(camera_rays(cams, h, w, depths.dtype), vdepths).reshape(B, h, w, Dv, 3)
 
 
-def transform_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out) -> torch.Tensor:
-    """Inverse LBS transforms of the transform-volume samples: [B, 16, Dv, h, w]."""
+def transform_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tensor,
+                     body_out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inverse LBS transforms of the transform-volume samples [B, 16, Dv, h, w], and mesh
+    guidance's expression offsets [B, 3, Dv, h, w] where they bypass Dp (else None)."""
     pts = volume_points(G.config, cams, H, W, depths)
     B, h, w, Dv, _ = pts.shape
-    T = G.inverse_lbs(pts.reshape(B, -1, 3), body_out)
-    return T.reshape(B, h, w, Dv, 16).permute(0, 4, 3, 1, 2)
+    out = G.inverse_lbs(pts.reshape(B, -1, 3), body_out, split_offsets=G.offsets_bypass_dp)
+    T, offsets = out if isinstance(out, tuple) else (out, None)
+    as_volume = lambda x: x.reshape(B, h, w, Dv, -1).permute(0, 4, 3, 1, 2)  # noqa: E731
+    return as_volume(T), None if offsets is None else as_volume(offsets)
 
 
 def pose_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tensor, body_out,
@@ -132,15 +136,18 @@ def pose_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tenso
     if not G.config.use_dp:
         return None
     B, D = depths.shape
-    volume = transform_volume(G, cams, H, W, depths, body_out)
+    volume, offsets = transform_volume(G, cams, H, W, depths, body_out)
     processed = G.pose.process(volume)
     if aux:
         aux["pose_smooth"] = aux["pose_smooth"] + G.pose.smooth_loss(volume, processed)
-    if B * 16 * D * H * W <= G.config.dp_dense_upsample_max:
+    if offsets is not None:  # channels 16-18, read with the transforms but never through Dp
+        processed = torch.cat([processed, offsets], 1)
+    C = processed.shape[1]
+    if B * C * D * H * W <= G.config.dp_dense_upsample_max:
         # Small views: one dense upsampling (its backward is far cheaper than grid_sample's),
         # laid out per ray for the chunks.
         dense = upsample_volume(processed, (D, H, W))
-        return dense.permute(0, 3, 4, 2, 1).reshape(B, H * W, D, 16), None
+        return dense.permute(0, 3, 4, 2, 1).reshape(B, H * W, D, C), None
     return processed, pixel_uv(cams, H, W, depths.dtype)
 
 
@@ -159,10 +166,12 @@ def deform(G: nn.Module, rays, depths: torch.Tensor, body_out, w_exp: torch.Tens
         if uv is None:  # already upsampled per ray
             T = processed[:, start:stop]
         else:
-            T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16]
+            T = upsample_volume_at(processed, uv[:, start:stop], D)  # [B, n, D, 16 or 19]
     else:
         T = G.inverse_lbs(x_t.reshape(B, n * D, 3), body_out).reshape(B, n, D, 16)
-    x_p = apply_transforms(T, x_t)
+    x_p = apply_transforms(T[..., :16], x_t)
+    if T.shape[-1] > 16:  # mesh guidance's expression offsets, past Dp
+        x_p = x_p + T[..., 16:]
     x_c = G.expression(x_p.reshape(B, n * D, 3), w_exp).reshape(B, n, D, 3)
     return x_t, x_p, x_c
 

@@ -347,6 +347,10 @@ class Trainer:
         ck = load_checkpoint(ck_path, self.signature, map_location="cpu")
         if ck.stage > stage:
             return -1
+        kept = warm_start.keep_stored_meaning([self.G, self.G_ema.module], ck.meta.get("generator_config"))
+        if kept and self.info.is_main:
+            LOG.warning("resuming %s: kept the generator settings it was trained with (default now, kept): %s",
+                        ck.path, kept)
         load_module_state(self.G, subdict(ck.weights, "G"), "the generator", ck.path)
         load_module_state(self.G_ema.module, subdict(ck.weights, "G_ema"), "the EMA generator", ck.path)
         if ck.stage < stage:

@@ -15,20 +15,24 @@ import torch
 
 from aniportraitgan.artefacts import config_diff, load_checkpoint, load_generator, load_module_state, subdict
 from aniportraitgan.body import PortraitBodyModel
-from aniportraitgan.errors import AssetError
-from aniportraitgan.generator import SUBNETWORK_FIELDS, Generator
+from aniportraitgan.errors import AssetError, InputError
+from aniportraitgan.generator import SUBNETWORK_FIELDS, Generator, GeneratorConfig
+
+# Generator config fields without parameters: they change what the networks compute, not the
+# shapes of their weights.
+MEANING_FIELDS = ("exp_mesh_guided", "exp_input_scale", "exp_offsets_after_dp")
 
 
 def init_generator(G: Generator, G_ema: Generator, source: Path, init_fresh: tuple[str, ...],
                    device: torch.device, body: PortraitBodyModel) -> None:
     """Start G and G_ema from the generator at `source` (export, checkpoint or run folder).
 
-    Mesh guidance and De's input scale may differ (neither has parameters): a generator
+    Mesh guidance, where its offsets join, and De's input scale may differ (none has parameters): a generator
     trained without guidance, or with the plain SIREN scale, can be fine-tuned with them (De's
     residual then starts as a smoother field of the same weights). The sizes of sub-networks
     that start afresh (`init_fresh`) may differ too: e.g. a wider phi on a trained surface."""
     loaded = load_generator(str(source), device, body_model=body)  # the run's body model, not a second one
-    free = {"exp_mesh_guided", "exp_input_scale"}
+    free = set(MEANING_FIELDS)
     free.update(f for name in init_fresh for f in SUBNETWORK_FIELDS[name])
     diff = config_diff(loaded.config.to_dict(), G.config.to_dict(), ignore=free)
     if diff:
@@ -64,3 +68,24 @@ def load_keeping_rates(opt: torch.optim.Optimizer, state: dict) -> None:
     opt.load_state_dict(state)
     for group, lr in zip(opt.param_groups, rates):
         group["lr"] = lr
+
+
+def keep_stored_meaning(generators: list[Generator], stored: dict | None) -> dict[str, tuple]:
+    """On --resume: the parameter-free fields a checkpoint's generator was trained with
+    (``stored``: its ``generator_config`` metadata) win over today's defaults, so that a run
+    does not change meaning halfway when a default changes (the model signature hashes the
+    preset and overrides, not the defaults). Returns {field: (default now, kept)} of those set."""
+    if not stored:
+        return {}
+    try:
+        trained = GeneratorConfig.from_dict(stored)  # fields added since take their legacy values
+    except (InputError, TypeError, ValueError) as exc:
+        raise AssetError(f"the checkpoint stores an invalid generator config ({exc})") from None
+    kept = {}
+    for name in MEANING_FIELDS:
+        now, then = getattr(generators[0].config, name), getattr(trained, name)
+        if now != then:
+            kept[name] = (now, then)
+            for G in generators:
+                setattr(G.config, name, then)
+    return kept
