@@ -98,6 +98,8 @@ def test_bundled_demo_generator_loads_unchanged():
     assert stored.train_config["loss"]["template_smooth"] == 10.0
     cfg = stored.generator.config
     assert cfg.exp_mesh_guided and cfg.exp_input_scale == 0.25 and cfg.radiance_input_scale == 1.0
+    # its expression offsets bypass Dp (set on the export: neutral faces render as trained)
+    assert cfg.exp_offsets_after_dp
     assert (cfg.radiance_hidden, cfg.radiance_layers, cfg.radiance_template) == (128, 3, 96)
     assert stored.train_config["name"] == "small" and stored.train_config["stage1"]["portrait_resolution"] == 64
     # De's residual is zero in the shipped file (frozen at zero in training): trained, it moved

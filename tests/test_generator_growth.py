@@ -235,3 +235,43 @@ def test_smooth_template_script_keeps_everything_but_the_template(G, tmp_path, c
     with mock.patch.object(sys, "argv", argv), pytest.raises(SystemExit):
         runpy.run_path(script, run_name="__main__")
     assert "no template to smooth" in capsys.readouterr().err
+
+
+def test_colour_roughness_known_answers():
+    """phi's colour_roughness: 0 for a constant colour; for colour logits that rise linearly
+    along x by k per canonical unit, the colours rise by about k/4 (sigmoid at 0), so steps of
+    length s in random directions change the three channels by 3 (k s / 4)^2 / 3 on average."""
+    from aniportraitgan.generator.radiance import RadianceGenerator
+
+    torch.manual_seed(0)
+    phi = RadianceGenerator(4, 2, 16, 2, 2, 16, 2, template=16, template_extent=0.5)
+    with torch.no_grad():
+        phi.head.weight.zero_()
+        phi.head.bias.zero_()
+    x = (torch.rand(2, 4000, 3) - 0.5) * 0.4  # inside the cube, away from its faces
+    w = phi.map(torch.randn(2, 4), torch.randn(2, 2)).detach()
+    frame = torch.cat([torch.eye(3), torch.zeros(1, 3)]).expand(2, 4, 3)  # u = x
+    k, step = 2.0, 0.02
+    centres = ((torch.arange(16.0) + 0.5) / 16 * 2 - 1) * 0.5  # grid_sample's voxel centres
+    with torch.no_grad():
+        assert float(phi.colour_roughness(x, w, frame, 0.01)) == 0.0
+        phi.template.copy_((k * centres).view(1, 1, 1, 1, 16).expand(1, 4, 16, 16, 16))
+        expect = (k * step / 4) ** 2
+        assert float(phi.colour_roughness(x, w, frame, step)) == pytest.approx(expect, rel=0.1)
+        assert float(phi.colour_roughness(x, w, frame, 2 * step)) == pytest.approx(4 * expect, rel=0.1)
+
+
+def test_face_colour_roughness_reads_phi_on_the_head_and_grows_with_its_frequencies():
+    body = PortraitBodyModel.load(device="cpu")
+    rough = {}
+    for scale in (1.0, 4.0):
+        torch.manual_seed(0)
+        g = Generator(GeneratorConfig.tiny(radiance_input_scale=scale), body)
+        z_id = torch.randn(2, 40)
+        w, _ = g.map_identity(z_id, torch.randn(2, 16), 1.0, 1)
+        out = body(z_id, torch.zeros(2, 52), torch.zeros(2, 6, 3))
+        rough[scale] = g.face_colour_roughness(z_id, w, out, points=2048)
+        head_y = out.neutral_vertices[:, g.head_index, 1]
+        assert float(head_y.min()) > float(out.joints[:, body.bone_names.index("neck01"), 1].max())
+    assert 0 < float(rough[1.0]) < float(rough[4.0]) / 4  # 4x the frequencies: ~16x the squared change
+    rough[1.0].backward()  # differentiable: the prior trains phi

@@ -102,7 +102,7 @@ class GeneratorConfig(Config):
     and added to x_p) instead of riding in the transforms Dp averages. Inside Dp, its kernels
     averaged an eyelid's few-millimetre motion with the still skin around it (at 64 px a tiny
     Dp blends 9 x 9 half-resolution pixels): blinks moved the face by 0.3 of 8-bit levels
-    against the data's 5.4 (docs/evaluation.md, "Expressions past Dp")."""
+    against the data's 5.4 (docs/training.md, "Expression offsets past Dp")."""
 
     # Pose deformation Dp: two Conv3d (D, H, W) kernels over the transform volume.
     dp_kernel: tuple[int, int, int] = (5, 9, 9)

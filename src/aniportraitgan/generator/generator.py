@@ -118,6 +118,11 @@ class Generator(nn.Module):
         bmax = torch.tensor(c.bbox_max) * SCENE_SCALE
         corners = torch.stack(torch.meshgrid(*[torch.stack([a, b]) for a, b in zip(bmin, bmax)], indexing="ij"), -1)
         self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
+        # The head's surface (the head bone skins at least half of it), where the face-colour
+        # prior reads phi.
+        head = body_model.skinning_weights[:, body_model.bone_names.index("head")] >= 0.5
+        self.register_buffer("head_index", (head & body_model.nn_valid.bool()).nonzero().squeeze(1),
+                             persistent=False)
         if c.radiance_template:
             # The mean person's neutral landmarks around its head centre: the target of every
             # person's template frame (constant, so computed once).
@@ -235,6 +240,16 @@ class Generator(nn.Module):
         target = self.template_mean_face.to(lm.dtype).expand(B, -1, -1)
         X = torch.cat([lm, lm.new_ones(B, lm.shape[1], 1)], -1)  # [B, 68, 4]
         return torch.linalg.lstsq(X.double(), target.double()).solution.to(z_id.dtype)
+
+    def face_colour_roughness(self, z_id: torch.Tensor, w_radiance: torch.Tensor, body_out,
+                              points: int = 512, step_m: float = 0.005) -> torch.Tensor:
+        """phi's ``colour_roughness`` at ``points`` random vertices of each person's neutral
+        zero-pose head (the canonical points the face's colour is read at), over ``step_m``
+        metres: the face-colour prior of ``loss.colour_smooth``."""
+        verts = body_out.neutral_vertices[:, self.head_index]
+        pick = torch.randint(verts.shape[1], (points,), device=verts.device)
+        return self.radiance.colour_roughness(verts[:, pick] / SCENE_SCALE, w_radiance, self.template_frame(z_id),
+                                              step_m / SCENE_SCALE)
 
     def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor,
                       z_id: torch.Tensor | None = None) -> torch.Tensor:

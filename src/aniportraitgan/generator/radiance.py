@@ -81,6 +81,18 @@ class RadianceGenerator(nn.Module):
             return self.head.weight.new_zeros(())
         return grid_roughness(self.template)
 
+    def colour_roughness(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None,
+                         step: float) -> torch.Tensor:
+        """Mean squared change of phi's colour (RGB in [0, 1], summed over channels) between
+        canonical points x [B, N, 3] and the same points moved by ``step`` (canonical units) in a
+        random direction each: 0 for a constant field, larger the finer its texture. The GAN
+        draws stripes into phi's colour on the faces (docs/training.md); ``loss.colour_smooth``
+        weighs this on the head's surface (``Generator.face_colour_roughness``)."""
+        moved = x + F.normalize(torch.randn_like(x), dim=-1) * step
+        colour = self(torch.cat([x, moved], 1), w, frame).color
+        a, b = colour.split(x.shape[1], 1)
+        return (a - b).square().sum(-1).mean()
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None = None) -> Radiance:
         """Canonical points x [B, N, 3] with conditioning w [B, w_dim]; ``frame`` [B, 4, 3]: the
         people's template frames (``Generator.template_frame``; needed with a template)."""

@@ -11,7 +11,8 @@ latent codes into the discriminator loss (`d_phase`) and the generator loss (`g_
   (one Adam step per D step, as before this module existed: runs give the same numbers).
 - G phase: the weighted non-saturating terms; in stage 1 also the landmark loss of eq. 9 through
   the frozen R, the deformation losses of eqs. 10-13 (`Rendered.aux.weighted`) and, for a
-  generator with a template, its total-variation prior (`loss.template_smooth`).
+  generator with a template, its total-variation prior (`loss.template_smooth`); the face-colour
+  prior (`loss.colour_smooth`).
 - The views the discriminators see: the whole portrait, its torso crop and the face render
   (or, for the `face_from_crop` ablation, a face resampled from the portrait).
 """
@@ -55,6 +56,7 @@ class PortraitObjective:
         # Eq. 9 in stage 1 only: stage 2 trains U alone, which does not change the face's shape.
         self.use_landmarks = stage == 1 and R is not None and cfg.loss.landmark > 0
         self.use_template_prior = cfg.loss.template_smooth > 0 and G.radiance.template is not None
+        self.use_colour_prior = stage == 1 and cfg.loss.colour_smooth > 0
         self.reuse_fakes = cfg.reuse_fakes
         self.last_fakes: dict[str, torch.Tensor] | None = None  # the last G phase's views (reuse_fakes)
 
@@ -121,6 +123,10 @@ class PortraitObjective:
                 rough = self.G.radiance.template_roughness()
                 logs["template_rough"] = float(rough.detach())
                 loss = loss + self.cfg.loss.template_smooth * rough
+            if self.use_colour_prior:
+                rough = self.G.face_colour_roughness(lat.z_id, rendered.aux.w_radiance, rendered.aux.body)
+                logs["colour_rough"] = float(rough.detach())
+                loss = loss + self.cfg.loss.colour_smooth * rough
         logs["G_total"] = float(loss.detach())
         return loss, logs
 
