@@ -142,6 +142,8 @@ class PoseDeformation(nn.Module):
         pose and expression together. ``split_offsets``: return them apart instead, as
         (transforms [B, N, 4, 4], offsets [B, N, 3]), for a caller that keeps them out of Dp.
         """
+        if split_offsets and vertex_offsets is None:
+            raise ValueError("split_offsets needs vertex_offsets")
         idx = nearest_vertex(points.detach(), posed_vertices.detach(), self.chunk)
         sw = skinning_weights.to(points.dtype)
         # Eq. 4 blends the target-to-canonical (inverse) bone transforms: J inversions per frame
@@ -160,8 +162,6 @@ class PoseDeformation(nn.Module):
                     T = _add_translation(T, offsets)
             out.append(T)
         if split_offsets:
-            if vertex_offsets is None:
-                raise ValueError("split_offsets needs vertex_offsets")
             return torch.cat(out, 1), torch.cat(out_offsets, 1)
         return torch.cat(out, 1)
 
