@@ -261,17 +261,23 @@ def test_colour_roughness_known_answers():
         assert float(phi.colour_roughness(x, w, frame, 2 * step)) == pytest.approx(4 * expect, rel=0.1)
 
 
-def test_face_colour_roughness_reads_phi_on_the_head_and_grows_with_its_frequencies():
+def test_colour_roughness_is_measured_at_the_rendered_intersections_when_asked():
+    """RenderOptions.colour_roughness: Aux.colour_rough reads phi again 5 mm from the rendered
+    intersections (stage 1); 0 when not asked; larger for a phi with 4x the frequencies."""
     body = PortraitBodyModel.load(device="cpu")
+    gen = torch.Generator().manual_seed(3)
+    lat = LatentSample(torch.randn(2, 40, generator=gen), torch.zeros(2, 52), torch.zeros(2, 6, 3),
+                       torch.randn(2, 16, generator=gen))
+    cams = look_at_cameras(torch.zeros(2), torch.zeros(2))
     rough = {}
     for scale in (1.0, 4.0):
         torch.manual_seed(0)
         g = Generator(GeneratorConfig.tiny(radiance_input_scale=scale), body)
-        z_id = torch.randn(2, 40)
-        w, _ = g.map_identity(z_id, torch.randn(2, 16), 1.0, 1)
-        out = body(z_id, torch.zeros(2, 52), torch.zeros(2, 6, 3))
-        rough[scale] = g.face_colour_roughness(z_id, w, out, points=2048)
-        head_y = out.neutral_vertices[:, g.head_index, 1]
-        assert float(head_y.min()) > float(out.joints[:, body.bone_names.index("neck01"), 1].max())
-    assert 0 < float(rough[1.0]) < float(rough[4.0]) / 4  # 4x the frequencies: ~16x the squared change
+        for asked in (False, True):
+            aux = g(lat, cams, options=RenderOptions(portrait_resolution=16, face_resolution=16, return_aux=True,
+                                                     colour_roughness=asked)).aux
+            if not asked:
+                assert float(aux.colour_rough) == 0.0
+        rough[scale] = aux.colour_rough
+    assert 0 < float(rough[1.0].detach()) < float(rough[4.0].detach()) / 4, rough  # 4x the frequencies: ~16x the squared change
     rough[1.0].backward()  # differentiable: the prior trains phi

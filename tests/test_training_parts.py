@@ -100,9 +100,10 @@ def test_aux_weighted_losses_use_the_loss_weights():
     cfg = dataclasses.replace(TrainConfig.preset("tiny").loss, pose_smooth=0.0)
     t = torch.tensor
     aux = Aux(pose_smooth=t(7.0), exp_imitation=t(2.0), exp_smooth=t([1.0, 3.0]), exp_minimal=t(4.0),
-              body=None, w_radiance=t(0.0), w_expression=t(0.0))
+              colour_rough=t(5.0), body=None, w_radiance=t(0.0), w_expression=t(0.0))
     out = aux.weighted(cfg)
     assert set(out) == {"imitation", "exp_smooth", "exp_minimal"}  # a zero weight is left out
+    assert aux.weighted(dataclasses.replace(cfg, colour_smooth=3.0))["colour_smooth"].item() == 15.0
     assert out["imitation"].item() == pytest.approx(2.0 * cfg.imitation)
     assert out["exp_smooth"].item() == pytest.approx(2.0 * cfg.exp_smooth)
     assert out["exp_minimal"].item() == pytest.approx(4.0 * cfg.exp_minimal)

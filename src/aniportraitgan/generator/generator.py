@@ -118,11 +118,6 @@ class Generator(nn.Module):
         bmax = torch.tensor(c.bbox_max) * SCENE_SCALE
         corners = torch.stack(torch.meshgrid(*[torch.stack([a, b]) for a, b in zip(bmin, bmax)], indexing="ij"), -1)
         self.register_buffer("bbox_corners", corners.reshape(8, 3), persistent=False)
-        # The head's surface (the head bone skins at least half of it), where the face-colour
-        # prior reads phi.
-        head = body_model.skinning_weights[:, body_model.bone_names.index("head")] >= 0.5
-        self.register_buffer("head_index", (head & body_model.nn_valid.bool()).nonzero().squeeze(1),
-                             persistent=False)
         if c.radiance_template:
             # The mean person's neutral landmarks around its head centre: the target of every
             # person's template frame (constant, so computed once).
@@ -241,16 +236,6 @@ class Generator(nn.Module):
         X = torch.cat([lm, lm.new_ones(B, lm.shape[1], 1)], -1)  # [B, 68, 4]
         return torch.linalg.lstsq(X.double(), target.double()).solution.to(z_id.dtype)
 
-    def face_colour_roughness(self, z_id: torch.Tensor, w_radiance: torch.Tensor, body_out,
-                              points: int = 512, step_m: float = 0.005) -> torch.Tensor:
-        """phi's ``colour_roughness`` at ``points`` random vertices of each person's neutral
-        zero-pose head (the canonical points the face's colour is read at), over ``step_m``
-        metres: the face-colour prior of ``loss.colour_smooth``."""
-        verts = body_out.neutral_vertices[:, self.head_index]
-        pick = torch.randint(verts.shape[1], (points,), device=verts.device)
-        return self.radiance.colour_roughness(verts[:, pick] / SCENE_SCALE, w_radiance, self.template_frame(z_id),
-                                              step_m / SCENE_SCALE)
-
     def radiance_maps(self, w_radiance: torch.Tensor, w_superres: torch.Tensor,
                       z_id: torch.Tensor | None = None) -> torch.Tensor:
         """Super-resolved radiance maps [B, L, 4, R_hr, R_hr] (stage 2's per-identity work);
@@ -321,8 +306,10 @@ class Generator(nn.Module):
         w_exp = self.expression.map(z_id, z_exp)
 
         # Loss accumulators the views add to (empty: not asked).
-        acc: dict = {"pose_smooth": z_id.new_zeros(()), "exp_minimal": z_id.new_zeros(()),
-                     "exp_smooth": z_id.new_zeros(())} if o.return_aux else {}
+        acc: dict = {name: z_id.new_zeros(()) for name in ("pose_smooth", "exp_minimal", "exp_smooth",
+                                                           "colour_rough")} if o.return_aux else {}
+        if acc and not (o.colour_roughness and o.stage == 1):
+            acc["colour_rough"] = None  # not measured (the renderer skips it): reported as 0
         gmax = c.geometry_max_resolution if o.geometry_max_resolution is None else o.geometry_max_resolution
         frame = self.template_frame(z_id) if maps is None else None
         portrait = render_view(self, cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax, frame=frame)
@@ -350,6 +337,8 @@ class Generator(nn.Module):
             imitation = self.expression.imitation_loss(verts, neutral - verts, w_exp)
         return Aux(pose_smooth=acc["pose_smooth"] / views, exp_imitation=imitation,
                    exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
+                   colour_rough=(acc["colour_rough"] if acc["colour_rough"] is not None
+                                 else torch.zeros_like(acc["pose_smooth"])) / views,
                    body=body_out, w_radiance=w_rad, w_expression=w_exp)
 
     @staticmethod

@@ -26,18 +26,22 @@ class RenderOptions:
     """Truncation of the mapping outputs toward their running average (1 = none)."""
     return_aux: bool = False
     """Also compute the deformation loss terms (``Rendered.aux``)."""
+    colour_roughness: bool = False
+    """With ``return_aux`` in stage 1: also measure phi's colour roughness at the intersections
+    (``Aux.colour_rough``, the face-colour prior's term; it costs a few extra phi evaluations)."""
     cache: IdentityCache | None = None
     """Per-identity work from ``Generator.build_cache`` (animation of one identity)."""
     geometry_max_resolution: int | None = None
     """Deformation and M on a ray grid of at most this side (0: full); None: the config's."""
 
 
-# The ``Aux`` loss terms (eqs. 10-13) and the ``LossWeights`` field that weights each.
+# The ``Aux`` loss terms (eqs. 10-13, and our colour prior) and the ``LossWeights`` field that weights each.
 AUX_LOSS_WEIGHTS: dict[str, str] = {
     "exp_imitation": "imitation",
     "pose_smooth": "pose_smooth",
     "exp_smooth": "exp_smooth",
     "exp_minimal": "exp_minimal",
+    "colour_rough": "colour_smooth",
 }
 
 
@@ -53,6 +57,9 @@ class Aux:
     """Eq. 12: smoothness of De's displacement."""
     exp_minimal: torch.Tensor
     """Eq. 13: the size of De's displacement."""
+    colour_rough: torch.Tensor
+    """Ours: how much phi's colour changes over 5 mm at the rendered intersections, weighted by
+    their opacity (``RadianceGenerator.colour_roughness``; stage 1, phi views only)."""
     body: BodyOutput
     """The posed body model of the batch."""
     w_radiance: torch.Tensor

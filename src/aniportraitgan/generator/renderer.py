@@ -151,6 +151,24 @@ def pose_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tenso
     return processed, pixel_uv(cams, H, W, depths.dtype)
 
 
+# ----------------------------------------------------------------------- colour prior
+COLOUR_STEP_M = 0.005
+"""The face-colour prior's step: phi's colour change over 5 mm (in metres)."""
+COLOUR_POINTS = 1024
+"""Intersections per ray chunk the face-colour prior reads phi at again."""
+
+
+def colour_roughness_at_hits(G: nn.Module, points: torch.Tensor, rad, valid: torch.Tensor, w_rad: torch.Tensor,
+                             frame: torch.Tensor | None) -> torch.Tensor:
+    """phi's colour roughness (``RadianceGenerator.colour_roughness``) at random intersections
+    ``points`` [B, N, 3] of a chunk whose radiance ``rad`` is known, weighted by their opacity
+    (detached: the prior should not pay the field to turn transparent)."""
+    pick = torch.randint(points.shape[1], (min(points.shape[1], COLOUR_POINTS),), device=points.device)
+    weight = (rad.alpha.detach() * valid.to(rad.alpha.dtype))[:, pick]
+    return G.radiance.colour_roughness(points[:, pick], w_rad, frame, COLOUR_STEP_M / SCENE_SCALE,
+                                       colour=rad.color[:, pick], weight=weight)
+
+
 # ----------------------------------------------------------------------- deformation chain
 def deform(G: nn.Module, rays, depths: torch.Tensor, body_out, w_exp: torch.Tensor, volume,
            start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,9 +298,13 @@ def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: to
             x_can, s = g[..., :3], g[..., 3]
         hits = intersect_levels(s, levels, depths[:, None, :], x_can)
         if maps is None:
-            rad = G.radiance(hits.points.reshape(B, n * L, 3), w_rad, frame)
+            points = hits.points.reshape(B, n * L, 3)
+            rad = G.radiance(points, w_rad, frame)
             color = rad.color.reshape(B, n, L, 3)
             alpha = rad.alpha.reshape(B, n, L)
+            if aux and aux["colour_rough"] is not None:
+                aux["colour_rough"] = aux["colour_rough"] + colour_roughness_at_hits(
+                    G, points, rad, hits.valid.reshape(B, n * L), w_rad, frame) * (n / n_rays)
         else:
             color, alpha = sample_maps(maps, hits.points)
         alpha = alpha * hits.valid.to(alpha.dtype)

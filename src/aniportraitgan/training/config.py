@@ -59,10 +59,10 @@ class LossWeights(Config):
     squared difference of neighbouring voxels' logits. Ours, not the paper's (it has no template);
     0 turns it off, and a generator without a template ignores it."""
     colour_smooth: float = 0.0
-    """Smoothness prior on phi's colour on the face (stage 1): the mean squared RGB change between
-    512 random points of each person's neutral head surface and the same points moved 5 mm
-    (``Generator.face_colour_roughness``), logged as ``colour_rough``. Ours, not the paper's: the
-    GAN draws dark stripes into phi's colour at CPU sizes (docs/training.md); 0 turns it off."""
+    """Smoothness prior on phi's colour (stage 1): the opacity-weighted mean squared RGB change
+    between 1024 random ray-manifold intersections per ray chunk and the same points moved 5 mm
+    (``Aux.colour_rough``, logged as ``colour_smooth``). Ours, not the paper's: the GAN draws
+    dark stripes into phi's colour at CPU sizes (docs/training.md); 0 turns it off."""
 
 
 @dataclass

@@ -11,8 +11,7 @@ latent codes into the discriminator loss (`d_phase`) and the generator loss (`g_
   (one Adam step per D step, as before this module existed: runs give the same numbers).
 - G phase: the weighted non-saturating terms; in stage 1 also the landmark loss of eq. 9 through
   the frozen R, the deformation losses of eqs. 10-13 (`Rendered.aux.weighted`) and, for a
-  generator with a template, its total-variation prior (`loss.template_smooth`); the face-colour
-  prior (`loss.colour_smooth`).
+  generator with a template, its total-variation prior (`loss.template_smooth`).
 - The views the discriminators see: the whole portrait, its torso crop and the face render
   (or, for the `face_from_crop` ablation, a face resampled from the portrait).
 """
@@ -56,7 +55,6 @@ class PortraitObjective:
         # Eq. 9 in stage 1 only: stage 2 trains U alone, which does not change the face's shape.
         self.use_landmarks = stage == 1 and R is not None and cfg.loss.landmark > 0
         self.use_template_prior = cfg.loss.template_smooth > 0 and G.radiance.template is not None
-        self.use_colour_prior = stage == 1 and cfg.loss.colour_smooth > 0
         self.reuse_fakes = cfg.reuse_fakes
         self.last_fakes: dict[str, torch.Tensor] | None = None  # the last G phase's views (reuse_fakes)
 
@@ -123,10 +121,6 @@ class PortraitObjective:
                 rough = self.G.radiance.template_roughness()
                 logs["template_rough"] = float(rough.detach())
                 loss = loss + self.cfg.loss.template_smooth * rough
-            if self.use_colour_prior:
-                rough = self.G.face_colour_roughness(lat.z_id, rendered.aux.w_radiance, rendered.aux.body)
-                logs["colour_rough"] = float(rough.detach())
-                loss = loss + self.cfg.loss.colour_smooth * rough
         logs["G_total"] = float(loss.detach())
         return loss, logs
 
@@ -146,7 +140,8 @@ class PortraitObjective:
         face_res = self.st.face_resolution if with_face else None
         with self.autocast():
             return self.G(lat, cams, None, RenderOptions(self.st.portrait_resolution, face_res, self.stage,
-                                                         return_aux=return_aux))
+                                                         return_aux=return_aux,
+                                                         colour_roughness=self.cfg.loss.colour_smooth > 0))
 
     def _face_view_needed(self, for_g: bool) -> bool:
         """Render the face camera only where something reads it: D_face (unless faces are cropped
