@@ -28,7 +28,7 @@ class RenderOptions:
     """Also compute the deformation loss terms (``Rendered.aux``)."""
     colour_roughness: bool = False
     """With ``return_aux`` in stage 1: also measure phi's colour roughness at the intersections
-    (``Aux.colour_rough``, the face-colour prior's term; it costs a few extra phi evaluations)."""
+    (``Aux.colour_rough``, the colour prior's term; it costs a few extra phi evaluations)."""
     cache: IdentityCache | None = None
     """Per-identity work from ``Generator.build_cache`` (animation of one identity)."""
     geometry_max_resolution: int | None = None

@@ -88,7 +88,7 @@ class RadianceGenerator(nn.Module):
         canonical points x [B, N, 3] and the same points moved by ``step`` (canonical units) in a
         random direction each: 0 for a constant field, larger the finer its texture.
         ``colour`` [B, N, 3]: phi's colour at x when already known; ``weight`` [B, N]: a weighted
-        mean (e.g. by opacity). The face-colour prior (``loss.colour_smooth``) applies it at the
+        mean (e.g. by opacity). The colour prior (``loss.colour_smooth``) applies it at the
         rendered intersections, where the images read phi (``renderer.render_view``)."""
         moved = x + F.normalize(torch.randn_like(x), dim=-1) * step
         if colour is None:

@@ -153,9 +153,9 @@ def pose_volume(G: nn.Module, cams: Cameras, H: int, W: int, depths: torch.Tenso
 
 # ----------------------------------------------------------------------- colour prior
 COLOUR_STEP_M = 0.005
-"""The face-colour prior's step: phi's colour change over 5 mm (in metres)."""
+"""The colour prior's step: phi's colour change over 5 mm (in metres)."""
 COLOUR_POINTS = 1024
-"""Intersections per ray chunk the face-colour prior reads phi at again."""
+"""Intersections per ray chunk the colour prior reads phi at again."""
 
 
 def colour_roughness_at_hits(G: nn.Module, points: torch.Tensor, rad, valid: torch.Tensor, w_rad: torch.Tensor,
