@@ -253,12 +253,23 @@ def test_colour_roughness_known_answers():
     frame = torch.cat([torch.eye(3), torch.zeros(1, 3)]).expand(2, 4, 3)  # u = x
     k, step = 2.0, 0.02
     centres = ((torch.arange(16.0) + 0.5) / 16 * 2 - 1) * 0.5  # grid_sample's voxel centres
+    ones = torch.ones(x.shape[:2])
+
+    def rough(s):
+        return float(phi.colour_roughness(x, phi(x, w, frame).color, ones, w, frame, s))
+
     with torch.no_grad():
-        assert float(phi.colour_roughness(x, w, frame, 0.01)) == 0.0
+        assert rough(0.01) == 0.0
         phi.template.copy_((k * centres).view(1, 1, 1, 1, 16).expand(1, 4, 16, 16, 16))
         expect = (k * step / 4) ** 2
-        assert float(phi.colour_roughness(x, w, frame, step)) == pytest.approx(expect, rel=0.1)
-        assert float(phi.colour_roughness(x, w, frame, 2 * step)) == pytest.approx(4 * expect, rel=0.1)
+        assert rough(step) == pytest.approx(expect, rel=0.1)
+        assert rough(2 * step) == pytest.approx(4 * expect, rel=0.1)
+        # the weights make it a weighted mean: weight only the first half, read that half's change
+        half = ones.clone()
+        half[:, 2000:] = 0
+        torch.manual_seed(1)
+        weighted = float(phi.colour_roughness(x, phi(x, w, frame).color, half, w, frame, step))
+        assert weighted == pytest.approx(expect, rel=0.15)
 
 
 def test_colour_roughness_is_measured_at_the_rendered_intersections_when_asked():

@@ -305,11 +305,9 @@ class Generator(nn.Module):
             maps = self.radiance_maps(w_rad, w_sr, z_id) if o.stage == 2 else None
         w_exp = self.expression.map(z_id, z_exp)
 
-        # Loss accumulators the views add to (empty: not asked).
-        acc: dict = {name: z_id.new_zeros(()) for name in ("pose_smooth", "exp_minimal", "exp_smooth",
-                                                           "colour_rough")} if o.return_aux else {}
-        if acc and not (o.colour_roughness and o.stage == 1):
-            acc["colour_rough"] = None  # not measured (the renderer skips it): reported as 0
+        # Loss accumulators the views add to (empty: not asked); colour_rough only when measured.
+        terms = ("pose_smooth", "exp_minimal", "exp_smooth") + (("colour_rough",) if o.colour_roughness else ())
+        acc: dict = {name: z_id.new_zeros(()) for name in terms} if o.return_aux else {}
         gmax = c.geometry_max_resolution if o.geometry_max_resolution is None else o.geometry_max_resolution
         frame = self.template_frame(z_id) if maps is None else None
         portrait = render_view(self, cameras, H, H, body_out, w_rad, w_exp, maps, acc, gmax=gmax, frame=frame)
@@ -337,8 +335,7 @@ class Generator(nn.Module):
             imitation = self.expression.imitation_loss(verts, neutral - verts, w_exp)
         return Aux(pose_smooth=acc["pose_smooth"] / views, exp_imitation=imitation,
                    exp_smooth=acc["exp_smooth"] / views, exp_minimal=acc["exp_minimal"] / views,
-                   colour_rough=(acc["colour_rough"] if acc["colour_rough"] is not None
-                                 else torch.zeros_like(acc["pose_smooth"])) / views,
+                   colour_rough=acc.get("colour_rough", torch.zeros_like(acc["pose_smooth"])) / views,
                    body=body_out, w_radiance=w_rad, w_expression=w_exp)
 
     @staticmethod

@@ -81,24 +81,16 @@ class RadianceGenerator(nn.Module):
             return self.head.weight.new_zeros(())
         return grid_roughness(self.template)
 
-    def colour_roughness(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None,
-                         step: float, colour: torch.Tensor | None = None,
-                         weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean squared change of phi's colour (RGB in [0, 1], summed over channels) between
-        canonical points x [B, N, 3] and the same points moved by ``step`` (canonical units) in a
-        random direction each: 0 for a constant field, larger the finer its texture.
-        ``colour`` [B, N, 3]: phi's colour at x when already known; ``weight`` [B, N]: a weighted
-        mean (e.g. by opacity). The colour prior (``loss.colour_smooth``) applies it at the
-        rendered intersections, where the images read phi (``renderer.render_view``)."""
+    def colour_roughness(self, x: torch.Tensor, colour: torch.Tensor, weight: torch.Tensor, w: torch.Tensor,
+                         frame: torch.Tensor | None, step: float) -> torch.Tensor:
+        """Weighted mean squared change of phi's colour (RGB in [0, 1], summed over channels)
+        between canonical points x [B, N, 3], whose colour [B, N, 3] is known, and the same points
+        moved by ``step`` (canonical units) in a random direction each; ``weight`` [B, N] (e.g.
+        opacity). 0 for a constant field, larger the finer its texture. The colour prior
+        (``loss.colour_smooth``) applies it at the rendered intersections, where the images read
+        phi (``renderer.render_view``)."""
         moved = x + F.normalize(torch.randn_like(x), dim=-1) * step
-        if colour is None:
-            both = self(torch.cat([x, moved], 1), w, frame).color
-            colour, after = both.split(x.shape[1], 1)
-        else:
-            after = self(moved, w, frame).color
-        change = (after - colour).square().sum(-1)
-        if weight is None:
-            return change.mean()
+        change = (self(moved, w, frame).color - colour).square().sum(-1)
         return (change * weight).sum() / weight.sum().clamp_min(1e-8)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, frame: torch.Tensor | None = None) -> Radiance:

@@ -165,8 +165,8 @@ def colour_roughness_at_hits(G: nn.Module, points: torch.Tensor, rad, valid: tor
     (detached: the prior should not pay the field to turn transparent)."""
     pick = torch.randint(points.shape[1], (min(points.shape[1], COLOUR_POINTS),), device=points.device)
     weight = (rad.alpha.detach() * valid.to(rad.alpha.dtype))[:, pick]
-    return G.radiance.colour_roughness(points[:, pick], w_rad, frame, COLOUR_STEP_M / SCENE_SCALE,
-                                       colour=rad.color[:, pick], weight=weight)
+    return G.radiance.colour_roughness(points[:, pick], rad.color[:, pick], weight, w_rad, frame,
+                                       COLOUR_STEP_M / SCENE_SCALE)
 
 
 # ----------------------------------------------------------------------- deformation chain
@@ -302,7 +302,7 @@ def render_view(G: nn.Module, cams: Cameras, H: int, W: int, body_out, w_rad: to
             rad = G.radiance(points, w_rad, frame)
             color = rad.color.reshape(B, n, L, 3)
             alpha = rad.alpha.reshape(B, n, L)
-            if aux and aux["colour_rough"] is not None:
+            if "colour_rough" in aux:
                 aux["colour_rough"] = aux["colour_rough"] + colour_roughness_at_hits(
                     G, points, rad, hits.valid.reshape(B, n * L), w_rad, frame) * (n / n_rays)
         else:
